@@ -1,0 +1,44 @@
+"""The one exception family of tensorpng.
+
+Every error the library raises on bad input derives from :class:`TensorPNGError`; each
+concrete error also derives from the builtin that fits (``ValueError`` or ``TypeError``),
+so ``except ValueError`` keeps working in code that predates this library.
+"""
+
+from __future__ import annotations
+
+
+class TensorPNGError(Exception):
+    """Base class of every error raised by tensorpng."""
+
+
+class ShapeError(TensorPNGError, ValueError):
+    """The input's shape cannot be read as an image (or batch of images) of the given layout."""
+
+
+class DTypeError(TensorPNGError, TypeError):
+    """The input's type or dtype is not supported."""
+
+
+class OptionError(TensorPNGError, ValueError):
+    """An option has a value that is not allowed (or that conflicts with the input)."""
+
+
+class ValueRangeError(TensorPNGError, ValueError):
+    """The input's values cannot be mapped to PNG samples as asked (e.g. negative integers)."""
+
+
+class TargetExistsError(TensorPNGError, FileExistsError):
+    """A target file exists and ``overwrite=False`` was given."""
+
+
+class PathError(TensorPNGError, ValueError):
+    """A file name template is malformed or would resolve outside its root folder."""
+
+
+class WriteError(TensorPNGError, OSError):
+    """Writing a file failed (disk full, permission denied, ...); no partial file was left."""
+
+
+class QueueFullError(TensorPNGError, RuntimeError):
+    """A :class:`~tensorpng.Writer` with ``on_full="error"`` had no room for more work."""
