@@ -1,0 +1,45 @@
+"""tensorpng: save tensors as PNG images, correctly and fast.
+
+>>> import tensorpng
+>>> tensorpng.save(batch, "samples/{index:03d}.png", mean=tensorpng.IMAGENET_MEAN,
+...                std=tensorpng.IMAGENET_STD)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .convert import to_array
+from .errors import (
+    DTypeError,
+    OptionError,
+    PathError,
+    QueueFullError,
+    ShapeError,
+    TargetExistsError,
+    TensorPNGError,
+    ValueRangeError,
+    WriteError,
+)
+from .files import encode, save
+from .png import encode_png
+from .scaling import IMAGENET_MEAN, IMAGENET_STD
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DTypeError",
+    "OptionError",
+    "PathError",
+    "QueueFullError",
+    "ShapeError",
+    "TargetExistsError",
+    "TensorPNGError",
+    "ValueRangeError",
+    "WriteError",
+    "__version__",
+    "encode",
+    "encode_png",
+    "save",
+    "to_array",
+]

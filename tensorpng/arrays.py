@@ -1,0 +1,151 @@
+"""Input adaptation: any tensor or array a caller holds, as a NumPy array or a torch tensor.
+
+Frameworks are detected through ``sys.modules`` (as einops does): torch is never imported
+here, only used when the caller has already imported it (a torch tensor cannot exist
+otherwise). CPU torch tensors become NumPy arrays without a copy where NumPy has the dtype;
+tensors on an accelerator stay torch tensors so that the conversion runs on the device.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import DTypeError
+
+# DLPack device types (dlpack.h): 1 = CPU, 3 = CUDA host (pinned) memory.
+_DLPACK_HOST_DEVICES = (1, 3)
+
+
+def torch_module() -> Any | None:
+    """The torch module if the caller imported it, else ``None`` (never imports it)."""
+    return sys.modules.get("torch")
+
+
+def is_torch_tensor(x: object) -> bool:
+    """Whether ``x`` is a ``torch.Tensor`` (False without importing torch when it is absent)."""
+    torch = torch_module()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+@dataclass(frozen=True)
+class SourceArray:
+    """An input made ready for conversion.
+
+    Attributes:
+        data: a ``numpy.ndarray``, or a ``torch.Tensor`` on an accelerator (detached).
+        channels_first: the input framework's convention, used only to break layout ties
+            (torch: channels first; NumPy and other array libraries: channels last).
+        description: what the caller passed, for error messages (type, shape, dtype, device).
+    """
+
+    data: Any
+    channels_first: bool
+    description: str
+
+    @property
+    def on_device(self) -> bool:
+        """Whether ``data`` is a torch tensor on an accelerator (CUDA, MPS, XPU, ...)."""
+        return not isinstance(self.data, np.ndarray)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.data.shape)
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.data.dtype).replace("torch.", "")
+
+
+def describe(x: object) -> str:
+    """A short description of an input for error messages: type, shape, dtype, device."""
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    parts = [type(x).__module__.split(".")[0] + "." + type(x).__name__]
+    if shape is not None:
+        parts.append(f"shape {tuple(int(d) for d in shape)}")
+    if dtype is not None:
+        parts.append(f"dtype {str(dtype).replace('torch.', '')}")
+    device = getattr(x, "device", None)
+    if device is not None and not isinstance(x, np.ndarray):
+        parts.append(f"device {device}")
+    return ", ".join(parts)
+
+
+def _check_numpy_dtype(array: np.ndarray, description: str) -> np.ndarray:
+    kind = array.dtype.kind
+    if kind in "biuf":
+        if not array.dtype.isnative:
+            array = array.astype(array.dtype.newbyteorder("="))
+        return array
+    raise DTypeError(
+        f"cannot save an array of dtype {array.dtype} as an image ({description}); "
+        "pass real numbers: bool, integers or floats (take .real or .abs() of complex data)"
+    )
+
+
+def _from_torch(tensor: Any, description: str) -> SourceArray:
+    torch = torch_module()
+    assert torch is not None
+    tensor = tensor.detach()
+    if tensor.is_complex() or tensor.dtype in (torch.quint8, torch.qint8, torch.qint32):
+        raise DTypeError(
+            f"cannot save a tensor of dtype {str(tensor.dtype).replace('torch.', '')} as an image "
+            f"({description}); pass real numbers (take .real, .abs() or .dequantize() first)"
+        )
+    if tensor.device.type != "cpu":
+        return SourceArray(tensor, channels_first=True, description=description)
+    if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16: widen it, exactly.
+        tensor = tensor.float()
+    if tensor.is_conj():
+        tensor = tensor.resolve_conj()
+    if tensor.is_neg():
+        tensor = tensor.resolve_neg()
+    return SourceArray(tensor.numpy(), channels_first=True, description=description)
+
+
+def as_source(x: object) -> SourceArray:
+    """Adapt a caller's input for conversion.
+
+    Accepts ``torch.Tensor`` (any device, any real dtype, ``requires_grad`` included), NumPy
+    arrays, objects exposing ``__dlpack__`` (host memory; device memory when torch is
+    imported) or ``__array__``, and nested sequences of numbers.
+
+    Raises:
+        DTypeError: for unsupported types or dtypes, naming what was passed.
+    """
+    description = describe(x)
+    if isinstance(x, np.ndarray):
+        return SourceArray(_check_numpy_dtype(x, description), False, description)
+    if is_torch_tensor(x):
+        return _from_torch(x, description)
+    if hasattr(x, "__dlpack__"):
+        device = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else 1
+        if device in _DLPACK_HOST_DEVICES:
+            array = np.from_dlpack(x)  # type: ignore[arg-type]
+            return SourceArray(_check_numpy_dtype(array, description), False, description)
+        torch = torch_module()
+        if torch is None:
+            raise DTypeError(
+                f"{description} lives on an accelerator (DLPack device type {device}); "
+                "tensorpng reads such arrays through torch, which is not imported: "
+                "import torch first, or copy the array to the host"
+            )
+        source = _from_torch(torch.from_dlpack(x), description)
+        return SourceArray(source.data, channels_first=False, description=description)
+    if isinstance(x, (str, bytes, dict)) or x is None:
+        raise DTypeError(
+            f"cannot save {description} as an image; pass a torch.Tensor, a numpy.ndarray "
+            "or an array that supports __dlpack__ or __array__"
+        )
+    try:
+        array = np.asarray(x)
+    except Exception as error:  # noqa: BLE001 - any failure means "not an array"
+        raise DTypeError(
+            f"cannot read {description} as an array ({error}); pass a torch.Tensor, a "
+            "numpy.ndarray or an array that supports __dlpack__ or __array__"
+        ) from error
+    return SourceArray(_check_numpy_dtype(array, description), False, description)

@@ -1,0 +1,164 @@
+"""Conversion: from any input to PNG samples, composing arrays, layout, scaling and grid.
+
+The data's path: ``as_source`` (NumPy view, or a torch tensor on its accelerator) ->
+``resolve_layout`` / ``as_nhwc`` (a view ``N x H x W x C``) -> ``make_plan`` (the value
+map, validated against the data) -> per image ``convert_image`` on the host, or for device
+tensors one ``convert_batch_on_device`` before the (small, integer) copy to the host ->
+``make_grid`` when asked.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .arrays import SourceArray, as_source
+from .errors import OptionError
+from .grid import check_grid_options, make_grid
+from .layout import Layout, as_nhwc, parse_layout, resolve_layout
+from .scaling import Plan, ScaleOptions, convert_batch_on_device, convert_image, make_plan
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """Validated conversion options (see :func:`tensorpng.save` for their meaning)."""
+
+    layout: str | None = None
+    scaling: ScaleOptions = field(default_factory=ScaleOptions)
+    grid: bool = False
+    nrow: int = 8
+    padding: int = 2
+    pad_value: float = 0.0
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        layout: str | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        value_range: tuple[float, float] | None = None,
+        scale: str | None = None,
+        bits: int | None = None,
+        grid: bool = False,
+        nrow: int = 8,
+        padding: int = 2,
+        pad_value: float = 0.0,
+    ) -> ImageOptions:
+        check_grid_options(nrow, padding, pad_value)
+        if not isinstance(grid, bool):
+            raise OptionError(f"grid must be True or False, got {grid!r}")
+        scaling = ScaleOptions.parse(mean=mean, std=std, value_range=value_range, scale=scale, bits=bits)
+        return cls(parse_layout(layout), scaling, grid, nrow, padding, float(pad_value))
+
+
+def warn_nans(count: int, description: str) -> None:
+    """Warn once for a call whose input held NaN values (they are written as 0)."""
+    if count:
+        warnings.warn(
+            f"{count} NaN value{'s' if count != 1 else ''} in {description} written as 0",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+@dataclass
+class Batch:
+    """A validated input: ``count`` images viewed as ``N x H x W x C`` with their value plan.
+
+    ``images`` is a NumPy view for host inputs, or a torch tensor on its accelerator until
+    :meth:`to_host` (or the Writer's pinned copy) brings the converted samples over.
+    """
+
+    source: SourceArray
+    layout: Layout
+    images: Any
+    plan: Plan
+    options: ImageOptions
+    nan_count: int = 0
+
+    @property
+    def count(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def on_device(self) -> bool:
+        return not isinstance(self.images, np.ndarray)
+
+    @property
+    def writes_grid(self) -> bool:
+        return self.options.grid and self.layout.batched
+
+    def convert_on_device(self) -> tuple[Any, Any]:
+        """Device inputs: the converted ``N x H x W x C`` samples and a NaN count, on the device."""
+        return convert_batch_on_device(self.plan, self.images)
+
+    def to_host(self) -> Batch:
+        """This batch with its samples converted and on the host (a no-op for host inputs)."""
+        if not self.on_device:
+            return self
+        samples, nans = self.convert_on_device()
+        return self.with_host_samples(samples.cpu().numpy(), int(nans.item()))
+
+    def with_host_samples(self, samples: np.ndarray, nan_count: int) -> Batch:
+        """A host batch holding already converted ``N x H x W x C`` samples."""
+        return Batch(self.source, self.layout, samples, Plan("copy", self.plan.bits), self.options, nan_count)
+
+    def image(self, index: int) -> tuple[np.ndarray, int]:
+        """Image ``index`` as ``H x W x C`` C-contiguous samples, and its NaN count (host only)."""
+        assert not self.on_device, "call to_host() first"
+        return convert_image(self.plan, self.images[index], index)
+
+    def grid_image(self) -> tuple[np.ndarray, int]:
+        """The whole batch tiled into one ``H' x W' x C`` image, and the NaN count."""
+        converted = [self.image(index) for index in range(self.count)]
+        stacked = np.stack([image for image, _ in converted])
+        opts = self.options
+        grid = make_grid(stacked, nrow=opts.nrow, padding=opts.padding, pad_value=opts.pad_value)
+        return grid, sum(nans for _, nans in converted)
+
+
+def prepare(x: object, options: ImageOptions) -> Batch:
+    """Validate ``x`` against ``options`` and plan its conversion, without converting it yet.
+
+    Raises:
+        TensorPNGError: (a ``ValueError`` or ``TypeError``) for inputs or options that cannot
+            be written, naming the input's type, shape and dtype.
+    """
+    source = as_source(x)
+    layout = resolve_layout(source.shape, options.layout, source.channels_first, source.description)
+    images = as_nhwc(source.data, layout)
+    plan = make_plan(images, source.dtype_name, options.scaling, source.description)
+    return Batch(source, layout, images, plan, options)
+
+
+def to_array(x: object, **options: Any) -> np.ndarray:
+    """Convert ``x`` to PNG samples without encoding them.
+
+    Takes the options of :func:`tensorpng.save` that concern values and layout (``layout``,
+    ``mean``, ``std``, ``value_range``, ``scale``, ``bits``, ``grid``, ``nrow``, ``padding``,
+    ``pad_value``).
+
+    Returns:
+        uint8 or uint16 samples: ``H x W`` (gray) or ``H x W x C`` for one image or a grid,
+        ``N x H x W`` or ``N x H x W x C`` for a batch.
+    """
+    batch = prepare(x, ImageOptions.parse(**options)).to_host()
+    if batch.writes_grid:
+        result, nans = batch.grid_image()
+    else:
+        converted = [batch.image(index) for index in range(batch.count)]
+        result = np.stack([image for image, _ in converted])
+        nans = sum(count for _, count in converted)
+        if not batch.layout.batched:
+            result = result[0]
+    warn_nans(nans + batch.nan_count, batch.source.description)
+    return result[..., 0] if result.shape[-1] == 1 else result

@@ -1,0 +1,306 @@
+"""Files: PNG bytes for an input (``encode``), and files written atomically (``save``).
+
+Every file is written to a dot-prefixed temporary file in the target's folder and moved into
+place with ``os.replace`` (or hard-linked, for ``overwrite=False``, so that an existing file
+is never clobbered), so a crash or a full disk never leaves a truncated PNG under the final
+name and a failed write leaves an older file intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import string
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .convert import Batch, ImageOptions, prepare, warn_nans
+from .errors import OptionError, PathError, TargetExistsError, WriteError
+from .png import COMPRESSIONS, Compression, encode_png
+
+TEMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class PNGOptions:
+    """Validated encoding options: ``compression`` and text ``metadata``."""
+
+    compression: Compression = "fast"
+    metadata: Mapping[str, str] | None = None
+
+    @classmethod
+    def parse(cls, *, compression: str = "fast", metadata: Mapping[str, str] | None = None) -> PNGOptions:
+        if compression not in COMPRESSIONS:
+            raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise OptionError(f"metadata must be a mapping of str to str, got {metadata!r}")
+            metadata = {str(key): str(value) for key, value in metadata.items()}
+        return cls(compression, metadata)  # type: ignore[arg-type]
+
+
+_PNG_OPTION_NAMES = frozenset(("compression", "metadata"))
+
+
+def split_options(options: Mapping[str, Any]) -> tuple[ImageOptions, PNGOptions]:
+    """Parse keyword options into conversion and encoding options (unknown names raise)."""
+    png = {k: v for k, v in options.items() if k in _PNG_OPTION_NAMES}
+    image = {k: v for k, v in options.items() if k not in _PNG_OPTION_NAMES}
+    try:
+        return ImageOptions.parse(**image), PNGOptions.parse(**png)
+    except TypeError as error:  # an unexpected keyword argument
+        raise OptionError(f"unknown option: {error}") from None
+
+
+def encode(x: object, **options: Any) -> bytes:
+    """Encode one image, or a batch as a grid, to PNG bytes.
+
+    Takes the options of :func:`save` except ``overwrite`` and ``workers``; a batch needs
+    ``grid=True`` (use :func:`save` or :func:`to_array` for one image at a time).
+    """
+    image_options, png_options = split_options(options)
+    batch = prepare(x, image_options)
+    if batch.layout.batched and not batch.writes_grid and batch.count != 1:
+        raise OptionError(
+            f"encode makes one PNG but got a batch of {batch.count} ({batch.source.description}); "
+            "pass grid=True, or encode x[i] for each image"
+        )
+    batch = batch.to_host()
+    image, nans = batch.grid_image() if batch.writes_grid else batch.image(0)
+    warn_nans(nans + batch.nan_count, batch.source.description)
+    return encode_png(image, compression=png_options.compression, text=png_options.metadata)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+
+
+def template_fields(template: str) -> set[str]:
+    """The field names used in a ``str.format`` template (raises PathError when malformed)."""
+    try:
+        return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise PathError(f"malformed name template {template!r}: {error}") from None
+
+
+def format_template(template: str, fields: Mapping[str, Any]) -> str:
+    """``template.format(**fields)`` with errors that say which field is missing or wrong."""
+    used = template_fields(template)
+    if "" in used:
+        raise PathError(f"name template {template!r} has a positional field {{}}; name it, e.g. {{index}}")
+    missing = used - set(fields)
+    if missing:
+        raise PathError(
+            f"name template {template!r} uses unknown field(s) {sorted(missing)}; "
+            f"available: {sorted(fields)}"
+        )
+    try:
+        return template.format(**fields)
+    except (ValueError, TypeError, IndexError, AttributeError, KeyError) as error:
+        raise PathError(f"cannot format name template {template!r}: {error}") from None
+
+
+def batch_paths(path: str | os.PathLike[str], count: int, batched: bool) -> list[Path]:
+    """The file of each image of a ``count``-image input saved to ``path``.
+
+    ``path`` may hold ``{index}`` (with a format spec such as ``{index:04d}``). A batch saved
+    to a path without ``{index}`` gets ``_{index}`` before the suffix, zero-padded to the
+    width of the largest index (``out.png`` -> ``out_00.png`` ... ``out_63.png``), so no two
+    images share a file. One image (not a batch) is written to ``path`` itself.
+    """
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise PathError(f"path must be a str or os.PathLike[str], got {path!r}")
+    if batched and "index" not in template_fields(text):
+        stem, suffix = os.path.splitext(text)
+        text = stem.replace("{", "{{").replace("}", "}}") + f"_{{index:0{len(str(count - 1))}d}}" + suffix.replace("{", "{{").replace("}", "}}")
+    paths = [Path(format_template(text, {"index": index})) for index in range(count)]
+    if len(set(paths)) != len(paths):
+        raise PathError(f"path {os.fspath(path)!r} gives two images the same file name; use {{index}} in it")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def _describe_os_error(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    if error.errno == errno.EFBIG:
+        return "the file is larger than this process may write (RLIMIT_FSIZE)"
+    return error.strerror or str(error)
+
+
+def write_atomic(path: Path, data: bytes | memoryview, *, overwrite: bool = True) -> int:
+    """Write ``data`` to ``path`` so that ``path`` is either complete or untouched.
+
+    The bytes go to ``.NAME.RANDOM.tmp`` beside ``path`` (dot-prefixed, so readers skip it;
+    it is removed on failure), then the file is moved into place. Returns the bytes written.
+
+    Raises:
+        TargetExistsError: ``overwrite=False`` and ``path`` exists.
+        WriteError: the write failed (disk full, permissions, ...); nothing is left behind.
+    """
+    directory = path.parent
+    temp = directory / f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {_describe_os_error(error)}") from error
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        if overwrite:
+            os.replace(temp, path)
+        else:
+            _link_no_clobber(temp, path)
+    except FileExistsError:
+        _remove(temp)
+        raise TargetExistsError(f"{path} exists and overwrite=False") from None
+    except OSError as error:
+        _remove(temp)
+        raise WriteError(f"cannot write {path}: {_describe_os_error(error)}; no partial file was left") from error
+    except BaseException:
+        _remove(temp)
+        raise
+    return len(data)
+
+
+def _link_no_clobber(temp: Path, path: Path) -> None:
+    try:
+        os.link(temp, path)  # atomic, and fails if path exists
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if path.exists():  # a file system without hard links: check, then replace
+            raise FileExistsError(path) from None
+        os.replace(temp, path)
+        return
+    _remove(temp)
+
+
+def _remove(path: Path) -> None:
+    with suppress(OSError):
+        os.unlink(path)
+
+
+def check_targets(paths: Iterable[Path], overwrite: bool) -> None:
+    """Raise :class:`TargetExistsError` before anything is written when a target exists."""
+    if overwrite:
+        return
+    existing = [str(p) for p in paths if p.exists()]
+    if existing:
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        raise TargetExistsError(f"{', '.join(existing[:3])}{more} exist(s) and overwrite=False")
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared thread pool: the encoder releases the GIL, so threads use every core.
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def default_workers() -> int:
+    """Worker threads used when ``workers=None``: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def shared_pool() -> ThreadPoolExecutor:
+    """A process-wide pool of :func:`default_workers` threads, created on first use."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(default_workers(), thread_name_prefix="tensorpng")
+        return _pool
+
+
+def run_all(tasks: Sequence[Callable[[], Any]], workers: int | None) -> list[Any]:
+    """Run ``tasks`` on ``workers`` threads (all of them even if one fails), in order.
+
+    Raises the first failure (by task order) once every task has finished.
+    """
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise OptionError(f"workers must be an integer >= 1 or None, got {workers!r}")
+    if len(tasks) == 1 or workers == 1:
+        results, failure = [], None
+        for task in tasks:
+            try:
+                results.append(task())
+            except Exception as error:  # noqa: BLE001 - re-raised below, after the others ran
+                failure = failure or error
+                results.append(None)
+        if failure is not None:
+            raise failure
+        return results
+    pool = shared_pool() if workers is None else ThreadPoolExecutor(workers, thread_name_prefix="tensorpng")
+    try:
+        futures: list[Future[Any]] = [pool.submit(task) for task in tasks]
+        for future in futures:
+            future.exception()  # wait for every task before raising anything
+        return [future.result() for future in futures]
+    finally:
+        if pool is not _pool:
+            pool.shutdown(wait=True)
+
+
+def encode_image(batch: Batch, index: int, png_options: PNGOptions) -> tuple[bytes, int]:
+    """Convert and encode image ``index`` of a host batch (the grid when the batch is one)."""
+    image, nans = batch.grid_image() if batch.writes_grid else batch.image(index)
+    return encode_png(image, compression=png_options.compression, text=png_options.metadata), nans
+
+
+def save(
+    x: object,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = True,
+    workers: int | None = None,
+    **options: Any,
+) -> list[Path]:
+    """Save a tensor or array as PNG: one file per image, or one grid.
+
+    Args:
+        x: ``torch.Tensor`` (any device; float, int, bool dtypes; ``requires_grad`` is fine),
+            ``numpy.ndarray``, or an object with ``__dlpack__``/``__array__``. Shapes:
+            ``H x W``, ``C x H x W``, ``H x W x C``, ``N x H x W``, ``N x C x H x W`` or
+            ``N x H x W x C`` with C = 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA).
+        path: target file. For a batch, ``{index}`` (format specs allowed: ``{index:04d}``)
+            names each image's file; without it ``_{index}`` is added before the suffix.
+        overwrite: with ``False``, raise :class:`TargetExistsError` if any target exists,
+            before anything is written.
+        workers: threads for a batch (default: one per CPU).
+        **options: ``layout``, ``mean``, ``std``, ``value_range``, ``scale``, ``bits``,
+            ``grid``, ``nrow``, ``padding``, ``pad_value``, ``compression``, ``metadata``
+            (see the README's option table).
+
+    Returns:
+        The paths written, in batch order.
+    """
+    image_options, png_options = split_options(options)
+    batch = prepare(x, image_options)
+    count = 1 if batch.writes_grid else batch.count
+    paths = batch_paths(path, count, batch.layout.batched and not batch.writes_grid)
+    check_targets(paths, overwrite)
+    batch = batch.to_host()
+
+    def task(index: int) -> int:
+        data, nans = encode_image(batch, index, png_options)
+        write_atomic(paths[index], data, overwrite=overwrite)
+        return nans
+
+    nans = run_all([lambda i=i: task(i) for i in range(count)], workers)  # type: ignore[misc]
+    warn_nans(sum(nans) + batch.nan_count, batch.source.description)
+    return paths
+

@@ -1,0 +1,59 @@
+"""Grids: tile a batch of converted images into one image, with torchvision's geometry.
+
+Works on the converted samples (uint8/uint16, on the host), so a grid costs one copy of the
+batch. The geometry is that of ``torchvision.utils.make_grid``: ``nrow`` images per row,
+``padding`` pixels around and between images, and a batch of one returned without padding.
+Unlike torchvision, gray images stay single-channel (a 1-channel PNG is a third the size).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import OptionError
+
+
+def check_grid_options(nrow: int, padding: int, pad_value: float) -> None:
+    """Raise :class:`OptionError` unless ``nrow >= 1``, ``padding >= 0``, ``0 <= pad_value <= 1``."""
+    if not isinstance(nrow, int) or isinstance(nrow, bool) or nrow < 1:
+        raise OptionError(f"nrow must be an integer >= 1, got {nrow!r}")
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+        raise OptionError(f"padding must be an integer >= 0, got {padding!r}")
+    if not isinstance(pad_value, (int, float)) or not 0 <= pad_value <= 1:
+        raise OptionError(f"pad_value is a brightness from 0 (black) to 1 (white), got {pad_value!r}")
+
+
+def grid_shape(count: int, height: int, width: int, nrow: int, padding: int) -> tuple[int, int]:
+    """Height and width of the grid of ``count`` images of ``height x width``."""
+    if count == 1:
+        return height, width
+    columns = min(nrow, count)
+    rows = math.ceil(count / columns)
+    return rows * (height + padding) + padding, columns * (width + padding) + padding
+
+
+def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> np.ndarray:
+    """Tile ``images`` (``N x H x W x C``, uint8 or uint16) into one ``H' x W' x C`` image.
+
+    Args:
+        images: the converted batch.
+        nrow: images per grid row.
+        padding: pixels of padding around and between images.
+        pad_value: brightness of the padding from 0 (black) to 1 (white); alpha is padded
+            with the same value, so 0 leaves transparent gaps in RGBA grids.
+    """
+    check_grid_options(nrow, padding, pad_value)
+    count, height, width, channels = images.shape
+    if count == 1:
+        return images[0]
+    grid_height, grid_width = grid_shape(count, height, width, nrow, padding)
+    max_value = np.iinfo(images.dtype).max
+    grid = np.full((grid_height, grid_width, channels), round(pad_value * max_value), images.dtype)
+    columns = min(nrow, count)
+    for index in range(count):
+        top = (index // columns) * (height + padding) + padding
+        left = (index % columns) * (width + padding) + padding
+        grid[top : top + height, left : left + width] = images[index]
+    return grid

@@ -1,0 +1,303 @@
+"""Scaling: from the input's values to PNG samples (uint8 or uint16), without wrap-around.
+
+Float inputs (and integer inputs given ``mean``/``std``/``value_range``/``scale``) go through
+one affine map per image and channel, then a clamp and a round to nearest::
+
+    sample = clamp(x * std + mean, lo, hi) mapped linearly so that lo -> 0, hi -> 2**bits - 1
+
+fused as ``floor(clamp(x * gain + offset, 0, max))`` with ``offset`` holding the ``+ 0.5``
+of the rounding. ``lo, hi`` come from ``value_range`` (default ``(0, 1)``) or from the
+finite min and max of each image (``scale="image"``) or of the batch (``scale="batch"``);
+a constant image maps to 0, never NaN. NaN becomes 0, +inf the maximum, -inf 0.
+
+Integer inputs without those options are written as they are: uint8 as 8-bit, uint16 as
+16-bit (``bits=`` converts between them exactly: x257 or /257 rounded), bool as 0/max, other
+integer types as 8-bit when their values fit 0..255, else 16-bit when they fit 0..65535.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+
+from .arrays import torch_module
+from .errors import OptionError, ValueRangeError
+
+Scale: TypeAlias = Literal["image", "batch"]
+SCALES: tuple[str, ...] = ("image", "batch")
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+_WIDE_INTEGER_KINDS = ("int32", "int64", "uint32", "uint64")
+
+
+def _as_floats(name: str, value: float | Sequence[float] | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if hasattr(value, "tolist"):  # tensors and arrays of mean/std values
+        value = value.tolist()
+    values = (value,) if isinstance(value, (int, float)) else tuple(value)  # type: ignore[arg-type]
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise OptionError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
+    if not floats or not all(math.isfinite(v) for v in floats):
+        raise OptionError(f"{name} must hold finite numbers, got {value!r}")
+    return floats
+
+
+@dataclass(frozen=True)
+class ScaleOptions:
+    """The value-mapping options of ``tensorpng.save`` and friends, validated."""
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    value_range: tuple[float, float] | None = None
+    scale: Scale | None = None
+    bits: int | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        value_range: tuple[float, float] | None = None,
+        scale: str | None = None,
+        bits: int | None = None,
+    ) -> ScaleOptions:
+        mean_values = _as_floats("mean", mean)
+        std_values = _as_floats("std", std)
+        if std_values is not None and any(v == 0 for v in std_values):
+            raise OptionError(f"std must not be 0, got {std!r}")
+        range_values = _as_floats("value_range", value_range)
+        if range_values is not None:
+            if len(range_values) != 2 or not range_values[0] < range_values[1]:
+                raise OptionError(f"value_range must be (lo, hi) with lo < hi, got {value_range!r}")
+        if scale is not None and scale not in SCALES:
+            raise OptionError(f"scale must be 'image', 'batch' or None, got {scale!r}")
+        if scale is not None and range_values is not None:
+            raise OptionError("pass either value_range= or scale=, not both")
+        if bits not in (None, 8, 16):
+            raise OptionError(f"bits must be 8 or 16, got {bits!r}")
+        return cls(
+            mean=mean_values,
+            std=std_values,
+            value_range=(range_values[0], range_values[1]) if range_values else None,
+            scale=scale,  # type: ignore[arg-type]
+            bits=bits,
+        )
+
+    @property
+    def maps_values(self) -> bool:
+        """Whether any option asks for the affine map (else integers are written as they are)."""
+        return any(v is not None for v in (self.mean, self.std, self.value_range, self.scale))
+
+
+def _per_channel(name: str, values: tuple[float, ...] | None, default: float, channels: int) -> np.ndarray:
+    if values is None:
+        return np.full(channels, default)
+    if len(values) == 1:
+        return np.full(channels, values[0])
+    if len(values) != channels:
+        raise OptionError(
+            f"{name} has {len(values)} values but the image has {channels} channels; "
+            f"pass one value or {channels}"
+        )
+    return np.asarray(values, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to turn each image of an ``N x H x W x C`` batch into PNG samples.
+
+    ``mode`` is ``"affine"`` (float math; ``gain``/``offset`` of shape ``(N or 1, C)``, NumPy
+    or torch on the input's device), ``"copy"`` (integers as they are), ``"bool"`` (0/max),
+    ``"widen"`` (uint8 to uint16, x257) or ``"narrow"`` (uint16 to uint8, /257 rounded).
+    """
+
+    mode: str
+    bits: int
+    gain: Any = None
+    offset: Any = None
+    compute_dtype: str = "float32"
+
+    @property
+    def out_dtype(self) -> type[np.unsignedinteger[Any]]:
+        return np.uint8 if self.bits == 8 else np.uint16
+
+    @property
+    def max_value(self) -> int:
+        return (1 << self.bits) - 1
+
+
+def _finite_min_max(x: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
+    """Min and max over ``axes`` ignoring NaN and inf (inf, -inf where nothing is finite)."""
+    if isinstance(x, np.ndarray):
+        finite = np.isfinite(x)
+        if finite.all():
+            return x.min(axis=axes), x.max(axis=axes)
+        return np.where(finite, x, np.inf).min(axis=axes), np.where(finite, x, -np.inf).max(axis=axes)
+    torch = torch_module()
+    finite = torch.isfinite(x)
+    inf = torch.full((), math.inf, dtype=x.dtype, device=x.device)  # a fill, not a host copy
+    return torch.where(finite, x, inf).amin(dim=axes), torch.where(finite, x, -inf).amax(dim=axes)
+
+
+def _as_like(values: np.ndarray, like: Any) -> Any:
+    """``values`` as an array of ``like``'s library and device (float64 NumPy, or torch).
+
+    To an accelerator the values travel from pinned memory with ``non_blocking=True``: a
+    pageable copy would make the caller's thread wait for the device's queue.
+    """
+    if isinstance(like, np.ndarray) or not isinstance(values, np.ndarray):
+        return values
+    torch = torch_module()
+    host = torch.from_numpy(np.ascontiguousarray(values))
+    if like.device.type == "cuda":
+        host = host.pin_memory()
+    return host.to(like.device, non_blocking=True)
+
+
+def _reduce(values: Any, axis: int, largest: bool) -> Any:
+    """Min or max over ``axis`` keeping it, for NumPy arrays and torch tensors alike."""
+    if isinstance(values, np.ndarray):
+        return values.max(axis, keepdims=True) if largest else values.min(axis, keepdims=True)
+    return values.amax(axis, keepdim=True) if largest else values.amin(axis, keepdim=True)
+
+
+def _integer_plan(x: Any, dtype_name: str, options: ScaleOptions, description: str) -> Plan:
+    bits = options.bits
+    if dtype_name == "bool":
+        return Plan("bool", bits or 8)
+    if dtype_name == "uint8":
+        return Plan("copy", 8) if bits in (None, 8) else Plan("widen", 16)
+    if dtype_name == "uint16":
+        return Plan("copy", 16) if bits in (None, 16) else Plan("narrow", 8)
+    low, high = int(x.min()), int(x.max())
+    if low < 0:
+        raise ValueRangeError(
+            f"{description} has negative values (min {low}); integers are written as they are, "
+            "so pass value_range=(lo, hi) or scale='image' to map them"
+        )
+    if high <= 255 and bits in (None, 8):
+        return Plan("copy", 8)
+    if high <= 65535 and bits in (None, 16):
+        return Plan("copy", 16)
+    raise ValueRangeError(
+        f"{description} has values up to {high}, more than {bits or 16}-bit PNG holds; "
+        + ("pass bits=16, " if bits == 8 and high <= 65535 else "")
+        + "pass value_range=(lo, hi) or scale='image' to map them"
+    )
+
+
+def make_plan(x: Any, dtype_name: str, options: ScaleOptions, description: str) -> Plan:
+    """The conversion plan for an ``N x H x W x C`` batch ``x`` (NumPy array or torch tensor).
+
+    Reads the data only for ``scale=`` (min/max, kept on the input's device) and for integer
+    inputs of types other than bool/uint8/uint16 (a range check).
+
+    Raises:
+        OptionError: mean/std of a length that does not match the channel count.
+        ValueRangeError: integer values that cannot be written as they are.
+    """
+    is_float = dtype_name.startswith(("float", "bfloat"))
+    if not is_float and not options.maps_values:
+        return _integer_plan(x, dtype_name, options, description)
+    channels = int(x.shape[-1])
+    mean = _per_channel("mean", options.mean, 0.0, channels)
+    std = _per_channel("std", options.std, 1.0, channels)
+    bits = options.bits or 8
+    max_value = float((1 << bits) - 1)
+    compute_dtype = "float64" if dtype_name in ("float64", *_WIDE_INTEGER_KINDS) else "float32"
+    if options.scale is None:
+        low, high = options.value_range or (0.0, 1.0)
+        gain = std * (max_value / (high - low))
+        offset = (mean - low) * (max_value / (high - low)) + 0.5
+        return Plan("affine", bits, gain[None], offset[None], compute_dtype)
+    # Per-image (or batch) min/max of the denormalized values x * std + mean, finite only.
+    xf = x if is_float else x.astype(np.float64) if isinstance(x, np.ndarray) else x.double()
+    raw_min, raw_max = _finite_min_max(xf, (1, 2))  # (N, C)
+    std_, mean_ = _as_like(std, raw_min), _as_like(mean, raw_min)
+    positive = std_ > 0
+    low_c = _where(positive, raw_min * std_ + mean_, raw_max * std_ + mean_)
+    high_c = _where(positive, raw_max * std_ + mean_, raw_min * std_ + mean_)
+    low, high = _reduce(low_c, -1, largest=False), _reduce(high_c, -1, largest=True)
+    if options.scale == "batch":
+        low, high = _reduce(low, 0, largest=False), _reduce(high, 0, largest=True)
+    varies = high > low  # False for constant or all-NaN images: those map to 0
+    span = _where(varies, high - low, high * 0 + 1)
+    low = _where(varies, low, low * 0)
+    factor = _where(varies, max_value / span, span * 0)
+    gain = std_[None] * factor
+    offset = (mean_[None] - low) * factor + 0.5
+    return Plan("affine", bits, gain, offset, compute_dtype)
+
+
+def _where(condition: Any, a: Any, b: Any) -> Any:
+    if isinstance(condition, np.ndarray):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.where(condition, a, b)
+    return torch_module().where(condition, a, b)
+
+
+def convert_image(plan: Plan, x: np.ndarray, index: int) -> tuple[np.ndarray, int]:
+    """Convert image ``index`` of the batch: ``x`` is its ``H x W x C`` NumPy view.
+
+    Returns:
+        The ``H x W x C`` C-contiguous uint8/uint16 samples, and the number of NaN values.
+    """
+    out_dtype = plan.out_dtype
+    if plan.mode == "copy":
+        return np.ascontiguousarray(x, dtype=out_dtype), 0
+    if plan.mode == "bool":
+        return np.ascontiguousarray(x, dtype=out_dtype) * out_dtype(plan.max_value), 0
+    if plan.mode == "widen":
+        return np.ascontiguousarray(x, dtype=np.uint16) * np.uint16(257), 0
+    if plan.mode == "narrow":
+        wide = x.astype(np.uint32) + 128
+        wide //= 257
+        return np.ascontiguousarray(wide, dtype=np.uint8), 0
+    row = index if plan.gain.shape[0] > 1 else 0
+    values = np.empty(x.shape, dtype=plan.compute_dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.multiply(x, plan.gain[row].astype(plan.compute_dtype), out=values)
+        values += plan.offset[row].astype(plan.compute_dtype)
+        np.fmax(values, 0, out=values)  # fmax/fmin turn NaN into the bound: NaN -> 0
+        np.fmin(values, plan.max_value, out=values)
+    nans = int(np.count_nonzero(np.isnan(x))) if x.dtype.kind == "f" else 0
+    return values.astype(out_dtype), nans
+
+
+def convert_batch_on_device(plan: Plan, x: Any) -> tuple[Any, Any]:
+    """Convert a whole ``N x H x W x C`` torch batch on its device (no host synchronization).
+
+    Returns:
+        The ``N x H x W x C`` contiguous uint8/uint16 tensor on the same device, and a 0-d
+        tensor counting NaN values (read it after the copy to the host has completed).
+    """
+    torch = torch_module()
+    out_dtype = torch.uint8 if plan.bits == 8 else torch.uint16
+    zero_nans = torch.zeros((), dtype=torch.int64, device=x.device)
+    if plan.mode == "copy":
+        return x.to(out_dtype).contiguous(), zero_nans
+    if plan.mode == "bool":
+        return (x.to(torch.int32) * plan.max_value).to(out_dtype).contiguous(), zero_nans
+    if plan.mode == "widen":
+        return (x.to(torch.int32) * 257).to(out_dtype).contiguous(), zero_nans
+    if plan.mode == "narrow":
+        return ((x.to(torch.int32) + 128) // 257).to(out_dtype).contiguous(), zero_nans
+    dtype = torch.float64 if plan.compute_dtype == "float64" else torch.float32
+    gain = _as_like(plan.gain, x).to(dtype)[:, None, None, :]
+    offset = _as_like(plan.offset, x).to(dtype)[:, None, None, :]
+    values = x.to(dtype)
+    nans = torch.isnan(values).sum() if values.is_floating_point() else zero_nans
+    values = torch.addcmul(offset, values, gain)
+    values = torch.fmax(values, torch.zeros((), dtype=dtype, device=x.device))
+    values = torch.fmin(values, torch.full((), plan.max_value, dtype=dtype, device=x.device))
+    return values.to(out_dtype).contiguous(), nans
