@@ -1,0 +1,71 @@
+"""Shared test helpers: independent decoders and pngcheck."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PNGCHECK = shutil.which("pngcheck")
+
+
+def pngcheck(*paths: Path | str) -> None:
+    """Run ``pngcheck -q`` on files; fail the test with its output unless every file passes."""
+    assert PNGCHECK is not None, "pngcheck is not installed (apt-get install pngcheck)"
+    result = subprocess.run([PNGCHECK, "-q", *map(str, paths)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def pngcheck_bytes(data: bytes, tmp_path: Path, name: str = "check.png") -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    pngcheck(path)
+
+
+def decode_imagecodecs(data: bytes) -> np.ndarray:
+    import imagecodecs
+
+    return np.asarray(imagecodecs.png_decode(data))
+
+
+def decode_pypng(data: bytes) -> np.ndarray:
+    """Decode with pypng to ``H x W`` (gray) or ``H x W x C``, dtype by bit depth."""
+    import png
+
+    width, height, rows, info = png.Reader(bytes=data).read_flat()
+    dtype = np.uint16 if info["bitdepth"] > 8 else np.uint8
+    planes = info["planes"]
+    array = np.asarray(rows, dtype=dtype).reshape(height, width, planes)
+    return array[..., 0] if planes == 1 else array
+
+
+def decode_pillow(data: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image)
+
+
+def decode_opencv(data: bytes) -> np.ndarray:
+    """Decode with OpenCV (IMREAD_UNCHANGED), returned in RGB(A) order like the others."""
+    import cv2
+
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = array[..., ::-1]
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = array[..., [2, 1, 0, 3]]
+    return array
+
+
+@pytest.fixture
+def photo() -> np.ndarray:
+    """scikit-image's astronaut: a real 512x512 RGB uint8 photo."""
+    import skimage.data
+
+    return skimage.data.astronaut()
