@@ -22,6 +22,7 @@ from .errors import (
 from .files import encode, save
 from .png import encode_png
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
+from .writer import Writer, WriterStats
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,8 @@ __all__ = [
     "TensorPNGError",
     "ValueRangeError",
     "WriteError",
+    "Writer",
+    "WriterStats",
     "__version__",
     "encode",
     "encode_png",

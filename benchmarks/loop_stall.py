@@ -1,0 +1,97 @@
+"""How long does a training loop wait inside ``Writer.save``?
+
+A loop saves a 64x3x256x256 ImageNet-normalized float32 batch every step. Between saves it
+"trains" for a fixed time (a sleep: a GPU step leaves the CPU idle). Printed, in one run:
+the median time of a synchronous ``tensorpng.save`` of the batch, the median time inside
+``writer.save``, their ratio (target: <= 0.15), and the sustained images/s of a loop that
+does nothing but save (the writer's throughput).
+
+    python benchmarks/loop_stall.py [--steps 20] [--device cpu|cuda] [--size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import tensorpng
+
+
+def photo_batch(count: int, size: int, device: str) -> torch.Tensor:
+    """``count`` random ``size x size`` crops of scikit-image photos, ImageNet-normalized."""
+    import skimage.data
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(0)
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
+    crops = []
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        if min(photo.shape[:2]) < size:
+            photo = (resize(photo, (size * 2, size * 2)) * 255).astype(np.uint8)
+        top = rng.integers(0, photo.shape[0] - size + 1)
+        left = rng.integers(0, photo.shape[1] - size + 1)
+        crops.append(photo[top : top + size, left : left + size])
+    pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(tensorpng.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(tensorpng.IMAGENET_STD)[:, None, None]
+    return ((pixels - mean) / std).to(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args()
+    options = {"mean": tensorpng.IMAGENET_MEAN, "std": tensorpng.IMAGENET_STD}
+    batch = photo_batch(args.batch, args.size, args.device)
+    sync = lambda: torch.cuda.synchronize() if args.device.startswith("cuda") else None  # noqa: E731
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        sync_times = []
+        for step in range(max(3, args.steps // 4)):
+            start = time.perf_counter()
+            tensorpng.save(batch, root / f"sync{step}" / "{index:03d}.png", **options)
+            sync_times.append(time.perf_counter() - start)
+        sync_median = statistics.median(sync_times)
+        step_seconds = 1.25 * sync_median  # a step the writer can keep up with
+
+        save_times = []
+        with tensorpng.Writer(root / "loop", workers=args.workers, **options) as writer:
+            for step in range(args.steps):
+                batch.mul_(1.0)  # "training" touches the batch
+                sync()
+                start = time.perf_counter()
+                writer.save(batch, "step{step:04d}/{index:03d}.png", step=step)
+                save_times.append(time.perf_counter() - start)
+                time.sleep(step_seconds)
+        save_median = statistics.median(save_times)
+
+        with tensorpng.Writer(root / "burst", workers=args.workers, **options) as writer:
+            start = time.perf_counter()
+            for step in range(args.steps):
+                writer.save(batch, "step{step:04d}/{index:03d}.png", step=step)
+            writer.flush()
+            burst_seconds = time.perf_counter() - start
+        sustained = args.steps * args.batch / burst_seconds
+
+    shape = "x".join(map(str, batch.shape))
+    print(f"batch {shape} float32 on {args.device}, {args.steps} steps, step = {step_seconds * 1e3:.1f} ms sleep")
+    print(f"synchronous tensorpng.save        median {sync_median * 1e3:8.2f} ms  ({args.batch / sync_median:7.0f} images/s)")
+    print(f"writer.save inside the loop       median {save_median * 1e3:8.2f} ms  (max {max(save_times) * 1e3:.2f} ms)")
+    print(f"ratio writer.save / sync save     {save_median / sync_median:8.3f}   (target <= 0.15)")
+    print(f"sustained writer throughput       {sustained:8.0f} images/s (saving every step, no training)")
+
+
+if __name__ == "__main__":
+    main()
