@@ -1,0 +1,235 @@
+"""Command line: ``tensorpng convert INPUT... -o OUTDIR [options]``.
+
+Turns saved tensor files (``.pt``/``.pth``, ``.npy``, ``.npz``, ``.safetensors``) into PNG
+files, loading them safely (see :mod:`tensorpng.loaders`). Exit codes: 0 success, 1 some
+input could not be converted (the others still are), 2 usage error. Under ``torchrun``
+(``RANK``/``WORLD_SIZE``) or ``srun`` (``SLURM_PROCID``/``SLURM_NTASKS``) each process
+converts every WORLD_SIZE-th input of the sorted list, so no two processes write one file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import string
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .convert import ImageOptions, prepare
+from .errors import PathError, TensorPNGError
+from .files import format_template, save, template_fields
+from .layout import LAYOUTS
+from .loaders import DEFAULT_MAX_VALUES, Entry, LoadError, load_file
+from .scaling import IMAGENET_MEAN, IMAGENET_STD
+from .writer import relative_name, sanitize_field
+
+DEFAULT_NAME = "{key}/{index:05d}.png"
+DEFAULT_GRID_NAME = "{key}.png"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _pair(text: str) -> tuple[float, float]:
+    values = _floats(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected lo,hi, got {text!r}")
+    return values[0], values[1]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tensorpng", description="Save tensors as PNG images.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser(
+        "convert",
+        help="turn saved tensor files into PNG files",
+        description="Turn .pt/.pth, .npy, .npz and .safetensors files into PNG files. A file holding "
+        "several arrays converts each image-like one into a subfolder named after its key.",
+    )
+    convert.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    convert.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    convert.add_argument("--key", action="append", help="convert only this key (repeatable)")
+    convert.add_argument("--layout", type=str.upper, choices=LAYOUTS)
+    convert.add_argument("--mean", type=_floats, help="undo Normalize: mean, e.g. 0.5 or 0.485,0.456,0.406")
+    convert.add_argument("--std", type=_floats, help="undo Normalize: std, e.g. 0.5 or 0.229,0.224,0.225")
+    convert.add_argument("--imagenet", action="store_true", help="--mean and --std of ImageNet")
+    convert.add_argument("--value-range", type=_pair, metavar="LO,HI", help="map LO to black, HI to white")
+    convert.add_argument("--scale", choices=("image", "batch"), help="min-max scaling per image or batch")
+    convert.add_argument("--bits", type=int, choices=(8, 16))
+    convert.add_argument("--grid", action="store_true", help="one grid per array instead of one file per image")
+    convert.add_argument("--nrow", type=int, default=8, help="images per grid row (default 8)")
+    convert.add_argument(
+        "--name",
+        help=f"file name template; fields: key, index, file (default {DEFAULT_NAME!r}, with --grid "
+        f"{DEFAULT_GRID_NAME!r}); key is the array's name, prefixed with the file's stem when "
+        "several files are converted",
+    )
+    convert.add_argument("--workers", type=int, help="encoding threads (default: one per CPU)")
+    convert.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=True)
+    convert.add_argument(
+        "--max-values",
+        type=int,
+        default=DEFAULT_MAX_VALUES,
+        help=f"most sample values one input file may expand to (default {DEFAULT_MAX_VALUES:,})",
+    )
+    convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    convert.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def shard() -> tuple[int, int]:
+    """This process's (rank, world size) from torchrun's or Slurm's environment, else (0, 1)."""
+    for rank_name, size_name in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank_name in os.environ and size_name in os.environ:
+            rank, size = int(os.environ[rank_name]), int(os.environ[size_name])
+            if size >= 1 and 0 <= rank < size:
+                return rank, size
+    return 0, 1
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    mean, std = args.mean, args.std
+    if args.imagenet:
+        mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+    options = {
+        "layout": args.layout,
+        "mean": mean,
+        "std": std,
+        "value_range": args.value_range,
+        "scale": args.scale,
+        "bits": args.bits,
+        "grid": args.grid,
+        "nrow": args.nrow,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _is_image_like(entry: Entry, options: ImageOptions) -> bool:
+    try:
+        prepare(entry.data, options)
+    except TensorPNGError:
+        return False
+    return True
+
+
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def add(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def convert(args: argparse.Namespace) -> int:
+    """Run ``tensorpng convert``; returns the exit code."""
+    options = _options(args)
+    image_options = ImageOptions.parse(**options)
+    template = args.name or (DEFAULT_GRID_NAME if args.grid else DEFAULT_NAME)
+    rank, world = shard()
+    inputs = sorted(set(args.inputs), key=str)
+    several = len(inputs) > 1
+    mine = inputs[rank::world]
+    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+    started = time.perf_counter()
+    failures = files_written = bytes_written = images = 0
+    for path in mine:
+        try:
+            entries = load_file(path, args.max_values)
+            if args.key:
+                missing = [key for key in args.key if key not in {e.key for e in entries}]
+                if missing:
+                    raise LoadError(f"{path} has no key {missing[0]!r}; keys: {[e.key for e in entries]}")
+                entries = [e for e in entries if e.key in args.key]
+            if len(entries) > 1 or args.key:  # keep what looks like images; skip labels, scalars
+                entries = [e for e in entries if _is_image_like(e, image_options)] if not args.key else entries
+            if not entries:
+                raise LoadError(f"{path} holds no image-like array")
+            for entry in entries:
+                key = entry.key if not several or entry.key == path.stem else f"{path.stem}/{entry.key}"
+                key = "/".join(str(sanitize_field(part)) for part in key.split("/"))
+                name = relative_name(fill_fields(template, {"key": key, "file": sanitize_field(path.stem)}))
+                written = save(
+                    entry.data,
+                    str(args.output / name),
+                    overwrite=args.overwrite,
+                    workers=args.workers,
+                    **options,
+                )
+                files_written += len(written)
+                bytes_written += sum(p.stat().st_size for p in written)
+                count = int(entry.data.shape[0]) if prepare(entry.data, image_options).layout.batched else 1
+                images += count
+                progress.add(count)
+        except (TensorPNGError, OSError) as error:
+            failures += 1
+            if args.debug:
+                import traceback
+
+                traceback.print_exc()
+            print(f"tensorpng: {path}: {error}", file=sys.stderr)
+    progress.close()
+    seconds = time.perf_counter() - started
+    shard_note = f" (rank {rank} of {world})" if world > 1 else ""
+    if not args.quiet:
+        print(
+            f"{len(mine) - failures} of {len(mine)} inputs converted{shard_note}: {files_written} files, "
+            f"{images} images, {bytes_written:,} bytes in {seconds:.2f} s "
+            f"({images / seconds if seconds else 0:.0f} images/s)",
+            file=sys.stderr,
+        )
+    return 1 if failures else 0
+
+
+NAME_FIELDS = ("key", "index", "file")
+
+
+def fill_fields(template: str, fields: dict[str, Any]) -> str:
+    """Fill every field of ``template`` but ``{index}``, which is kept (with its format spec)
+    for :func:`tensorpng.save` to fill per image."""
+    parts = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        parts.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name is None:
+            continue
+        if name == "index":
+            parts.append("{index" + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
+        else:
+            field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            parts.append(format_template(field, fields).replace("{", "{{").replace("}", "}}"))
+    return "".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tensorpng`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        ImageOptions.parse(**_options(args))
+        unknown = template_fields(args.name or DEFAULT_NAME) - set(NAME_FIELDS)
+        if unknown:
+            raise PathError(f"--name uses unknown field(s) {sorted(unknown)}; fields: {', '.join(NAME_FIELDS)}")
+    except TensorPNGError as error:
+        parser.error(str(error))
+    return convert(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
