@@ -45,7 +45,9 @@ def photo_batch(count: int, size: int, device: str) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=256)
@@ -86,9 +88,15 @@ def main() -> None:
         sustained = args.steps * args.batch / burst_seconds
 
     shape = "x".join(map(str, batch.shape))
-    print(f"batch {shape} float32 on {args.device}, {args.steps} steps, step = {step_seconds * 1e3:.1f} ms sleep")
-    print(f"synchronous tensorpng.save        median {sync_median * 1e3:8.2f} ms  ({args.batch / sync_median:7.0f} images/s)")
-    print(f"writer.save inside the loop       median {save_median * 1e3:8.2f} ms  (max {max(save_times) * 1e3:.2f} ms)")
+    print(
+        f"batch {shape} float32 on {args.device}, {args.steps} steps, step = {step_seconds * 1e3:.1f} ms sleep"
+    )
+    print(
+        f"synchronous tensorpng.save        median {sync_median * 1e3:8.2f} ms  ({args.batch / sync_median:7.0f} images/s)"
+    )
+    print(
+        f"writer.save inside the loop       median {save_median * 1e3:8.2f} ms  (max {max(save_times) * 1e3:.2f} ms)"
+    )
     print(f"ratio writer.save / sync save     {save_median / sync_median:8.3f}   (target <= 0.15)")
     print(f"sustained writer throughput       {sustained:8.0f} images/s (saving every step, no training)")
 

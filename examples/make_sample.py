@@ -21,7 +21,16 @@ from skimage.color import gray2rgb
 from skimage.transform import resize
 
 SIZE = 96
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry", "hubble_deep_field", "retina")
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "camera",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+)
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 

@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--value-range", type=_pair, metavar="LO,HI", help="map LO to black, HI to white")
     convert.add_argument("--scale", choices=("image", "batch"), help="min-max scaling per image or batch")
     convert.add_argument("--bits", type=int, choices=(8, 16))
-    convert.add_argument("--grid", action="store_true", help="one grid per array instead of one file per image")
+    convert.add_argument(
+        "--grid", action="store_true", help="one grid per array instead of one file per image"
+    )
     convert.add_argument("--nrow", type=int, default=8, help="images per grid row (default 8)")
     convert.add_argument(
         "--name",
@@ -159,7 +161,9 @@ def convert(args: argparse.Namespace) -> int:
                     raise LoadError(f"{path} has no key {missing[0]!r}; keys: {[e.key for e in entries]}")
                 entries = [e for e in entries if e.key in args.key]
             if len(entries) > 1 or args.key:  # keep what looks like images; skip labels, scalars
-                entries = [e for e in entries if _is_image_like(e, image_options)] if not args.key else entries
+                entries = (
+                    [e for e in entries if _is_image_like(e, image_options)] if not args.key else entries
+                )
             if not entries:
                 raise LoadError(f"{path} holds no image-like array")
             for entry in entries:
@@ -210,7 +214,9 @@ def fill_fields(template: str, fields: dict[str, Any]) -> str:
         if name is None:
             continue
         if name == "index":
-            parts.append("{index" + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
+            parts.append(
+                "{index" + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            )
         else:
             field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             parts.append(format_template(field, fields).replace("{", "{{").replace("}", "}}"))
@@ -225,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ImageOptions.parse(**_options(args))
         unknown = template_fields(args.name or DEFAULT_NAME) - set(NAME_FIELDS)
         if unknown:
-            raise PathError(f"--name uses unknown field(s) {sorted(unknown)}; fields: {', '.join(NAME_FIELDS)}")
+            raise PathError(
+                f"--name uses unknown field(s) {sorted(unknown)}; fields: {', '.join(NAME_FIELDS)}"
+            )
     except TensorPNGError as error:
         parser.error(str(error))
     return convert(args)

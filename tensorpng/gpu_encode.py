@@ -40,7 +40,36 @@ LITLEN_SYMBOLS = 286
 # Length codes 257..284 and their base lengths and extra bits (RFC 1951, 3.2.5).
 TAIL_MIN = 3
 TAIL_FIRST_CODE = 257
-TAIL_BASE_LIST = (3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227)
+TAIL_BASE_LIST = (
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    13,
+    15,
+    17,
+    19,
+    23,
+    27,
+    31,
+    35,
+    43,
+    51,
+    59,
+    67,
+    83,
+    99,
+    115,
+    131,
+    163,
+    195,
+    227,
+)
 TAIL_EXTRA_LIST = (0,) * 8 + (1,) * 4 + (2,) * 4 + (3,) * 4 + (4,) * 4 + (5,) * 4
 MAX_BITS = 15
 MATCH_LENGTH = 258
@@ -108,8 +137,9 @@ def _tokens(stream: Any, torch: Any) -> tuple[Any, Any, Any, Any]:
 
     A run of R equal bytes becomes one literal, ``(R-1) // 258`` matches of 258 and, when
     the tail is at least 3 bytes, one match of the tail's length; shorter tails stay
-    literals. Matches use distance 1 (repeat the previous byte). Returns ``symbol`` (int64, -1 where a byte is covered by a
-    match), the length's extra bits (value, count) and ``is_match``.
+    literals. Matches use distance 1 (repeat the previous byte). Returns ``symbol`` (int64,
+    -1 where a byte is covered by a match), the length's extra bits (value, count) and
+    ``is_match``.
     """
     count, total = stream.shape
     positions = torch.arange(total, device=stream.device).expand(count, total)
@@ -137,7 +167,9 @@ def _tokens(stream: Any, torch: Any) -> tuple[Any, Any, Any, Any]:
     symbol = torch.where(in_tail & is_match, TAIL_FIRST_CODE + tail_code, symbol)
     symbol = torch.where(covered, torch.full_like(symbol, -1), symbol)
     tail_start = in_tail & is_match
-    extra_value = torch.where(tail_start, tail - TAIL_BASES.to(stream.device)[tail_code], torch.zeros_like(tail))
+    extra_value = torch.where(
+        tail_start, tail - TAIL_BASES.to(stream.device)[tail_code], torch.zeros_like(tail)
+    )
     extra_bits = torch.where(tail_start, TAIL_EXTRA.to(stream.device)[tail_code], torch.zeros_like(tail))
     return symbol, extra_value, extra_bits, is_match
 
@@ -204,7 +236,11 @@ def canonical_codes(lengths: Any) -> Any:
     first_code = torch.zeros_like(per_length)
     for length in range(1, MAX_BITS + 1):
         first_code[:, length] = (first_code[:, length - 1] + per_length[:, length - 1]) << 1
-    key = torch.where(lengths > 0, lengths * symbols + torch.arange(symbols, device=device), torch.full_like(lengths, 1 << 40))
+    key = torch.where(
+        lengths > 0,
+        lengths * symbols + torch.arange(symbols, device=device),
+        torch.full_like(lengths, 1 << 40),
+    )
     order = key.argsort(dim=1)
     rank_sorted = torch.arange(symbols, device=device).expand(count, symbols)
     sorted_lengths = lengths.gather(1, order)
@@ -230,7 +266,9 @@ def _header_tokens(lengths: Any, torch: Any) -> tuple[Any, Any]:
     length_values = four_bit[lengths]
     distance_value = four_bit[torch.ones(count, 2, dtype=torch.int64, device=device)]
     values = torch.cat([fixed_values, length_values, distance_value], dim=1)
-    bits = torch.cat([fixed_bits, torch.full_like(length_values, 4), torch.full_like(distance_value, 4)], dim=1)
+    bits = torch.cat(
+        [fixed_bits, torch.full_like(length_values, 4), torch.full_like(distance_value, 4)], dim=1
+    )
     return values, bits
 
 
@@ -270,7 +308,9 @@ def deflate_batch(stream: Any) -> tuple[Any, Any, Any]:
     codes = canonical_codes(lengths)
     safe_symbol = symbol.clamp(min=0)
     code_bits = lengths.gather(1, safe_symbol)
-    values = torch.where(emitted, codes.gather(1, safe_symbol) | (extra_value << code_bits), torch.zeros_like(safe_symbol))
+    values = torch.where(
+        emitted, codes.gather(1, safe_symbol) | (extra_value << code_bits), torch.zeros_like(safe_symbol)
+    )
     # a match is followed by distance code 0: one more bit, of value 0
     bits = torch.where(emitted, code_bits + extra_bits + is_match.to(torch.int64), torch.zeros_like(values))
     header_values, header_bits = _header_tokens(lengths, torch)
@@ -304,7 +344,9 @@ def encode_batch(samples: Any, *, text: Mapping[str, str] | None = None) -> list
     if samples.dtype not in (torch.uint8, torch.uint16):
         raise DTypeError(f"PNG samples are uint8 or uint16, got {samples.dtype}")
     if samples.ndim != 4 or samples.shape[-1] not in COLOR_TYPES or 0 in samples.shape:
-        raise ShapeError(f"encode_batch takes a non-empty N x H x W x C batch, C in 1..4, got {tuple(samples.shape)}")
+        raise ShapeError(
+            f"encode_batch takes a non-empty N x H x W x C batch, C in 1..4, got {tuple(samples.shape)}"
+        )
     count, height, width, channels = (int(d) for d in samples.shape)
     if height > MAX_DIMENSION or width > MAX_DIMENSION:
         raise ShapeError(f"PNG width and height are at most 2**31-1, got {tuple(samples.shape)}")

@@ -38,9 +38,7 @@ def infer_layout(shape: tuple[int, ...], channels_first: bool, description: str)
     if ndim == 2:
         return "HW"
     if ndim not in (3, 4):
-        raise ShapeError(
-            f"an image is 2-D (HW), 3-D (CHW/HWC/NHW) or 4-D (NCHW/NHWC); got {description}"
-        )
+        raise ShapeError(f"an image is 2-D (HW), 3-D (CHW/HWC/NHW) or 4-D (NCHW/NHWC); got {description}")
     first_axis = 0 if ndim == 3 else 1
     first = 1 <= shape[first_axis] <= MAX_CHANNELS
     last = 1 <= shape[-1] <= MAX_CHANNELS

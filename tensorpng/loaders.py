@@ -92,7 +92,7 @@ def _load_safetensors(path: Path, max_values: int) -> list[Entry]:
     framework = "pt" if needs_torch else "np"
     if needs_torch:
         _import_torch(path)
-    with safe_open(str(path), framework=framework) as file:  # type: ignore[no-untyped-call]
+    with safe_open(str(path), framework=framework) as file:
         for key in file.keys():  # noqa: SIM118 - safe_open has keys(), no __iter__
             entries.append(Entry(key, file.get_tensor(key)))
     return entries
@@ -113,7 +113,7 @@ def _import_torch(path: Path) -> Any:
 
 
 def _flatten(key: str, value: Any, torch: Any) -> Iterator[Entry]:
-    if isinstance(value, torch.Tensor) or isinstance(value, np.ndarray):
+    if isinstance(value, (torch.Tensor, np.ndarray)):
         yield Entry(key, value)
     elif isinstance(value, dict):
         for sub, item in value.items():
@@ -139,7 +139,9 @@ def _load_torch(path: Path, max_values: int) -> list[Entry]:
             raise LoadError(
                 f"refused {path}: it is not a plain tensor file (loading it would run code: {reason[:300]})"
             ) from error
-        raise LoadError(f"cannot read {path}: {text.splitlines()[0] if text else type(error).__name__}") from error
+        raise LoadError(
+            f"cannot read {path}: {text.splitlines()[0] if text else type(error).__name__}"
+        ) from error
     if isinstance(loaded, torch.Tensor):
         entries = [Entry(path.stem, loaded)]
     else:

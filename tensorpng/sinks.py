@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import posixpath
 import secrets
-import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,15 +50,13 @@ class FsspecSink:
     """Files under an fsspec URL such as ``s3://bucket/run`` or ``memory://run``."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
-        fsspec = sys.modules.get("fsspec")
-        if fsspec is None:
-            try:
-                import fsspec
-            except ImportError:
-                raise OptionError(
-                    f"writing to {url!r} needs fsspec: pip install 'tensorpng[s3]' "
-                    "(fsspec and s3fs), or pass a local folder"
-                ) from None
+        try:
+            import fsspec
+        except ImportError:
+            raise OptionError(
+                f"writing to {url!r} needs fsspec: pip install 'tensorpng[s3]' "
+                "(fsspec and s3fs), or pass a local folder"
+            ) from None
         self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         protocol = self.fs.protocol
         protocols = {protocol} if isinstance(protocol, str) else set(protocol)
@@ -95,7 +92,9 @@ class FsspecSink:
     def check_absent(self, names: list[str]) -> None:
         existing = [name for name in names if self.fs.exists(self._full(name))]
         if existing:
-            raise TargetExistsError(f"{', '.join(existing[:3])} exist(s) under {self.root} and overwrite=False")
+            raise TargetExistsError(
+                f"{', '.join(existing[:3])} exist(s) under {self.root} and overwrite=False"
+            )
 
 
 def open_sink(root: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Sink:

@@ -11,6 +11,7 @@ bounded by ``max_pending`` bytes; errors from workers are raised in the caller a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .arrays import torch_module
-from .convert import Batch, ImageOptions, prepare, warn_nans
+from .convert import Batch, prepare, warn_nans
 from .errors import OptionError, PathError, QueueFullError, TensorPNGError
 from .files import PNGOptions, default_workers, encode_image, format_template, split_options, template_fields
 from .layout import as_nhwc
@@ -135,7 +136,9 @@ class _BufferPool:
 
 
 def _nbytes(buffer: Any) -> int:
-    return int(buffer.nbytes) if isinstance(buffer, np.ndarray) else int(buffer.numel() * buffer.element_size())
+    return (
+        int(buffer.nbytes) if isinstance(buffer, np.ndarray) else int(buffer.numel() * buffer.element_size())
+    )
 
 
 @dataclass
@@ -335,7 +338,9 @@ class Writer:
         except TensorPNGError as error:
             print(f"tensorpng.Writer({self.root!r}) at exit: {error}", file=sys.stderr)
 
-    def _names(self, template: str, count: int, batched: bool, rank: int, fields: dict[str, Any]) -> list[str]:
+    def _names(
+        self, template: str, count: int, batched: bool, rank: int, fields: dict[str, Any]
+    ) -> list[str]:
         used = template_fields(template)
         if batched and count > 1 and "index" not in used:
             raise PathError(
@@ -389,7 +394,13 @@ class Writer:
             self._lock.notify_all()
 
     def _capture(
-        self, batch: Batch, names: list[str], png_options: PNGOptions, overwrite: bool, nbytes: int, count: int
+        self,
+        batch: Batch,
+        names: list[str],
+        png_options: PNGOptions,
+        overwrite: bool,
+        nbytes: int,
+        count: int,
     ) -> _Job:
         if batch.on_device:
             return self._capture_device(batch, names, png_options, overwrite, nbytes, count)
@@ -398,10 +409,18 @@ class Writer:
         buffer = self._buffers.take(key, lambda: np.empty(source.shape, source.dtype))
         _copy(buffer, source)
         captured = Batch(batch.source, batch.layout, as_nhwc(buffer, batch.layout), batch.plan, batch.options)
-        return _Job(captured, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, buffer))
+        return _Job(
+            captured, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, buffer)
+        )
 
     def _capture_device(
-        self, batch: Batch, names: list[str], png_options: PNGOptions, overwrite: bool, nbytes: int, count: int
+        self,
+        batch: Batch,
+        names: list[str],
+        png_options: PNGOptions,
+        overwrite: bool,
+        nbytes: int,
+        count: int,
     ) -> _Job:
         torch = torch_module()
         samples, nans = batch.convert_on_device()  # on the caller's current stream
@@ -419,7 +438,9 @@ class Writer:
         elif samples.device.type != "cpu":  # other accelerators: wait here, correctness first
             getattr(torch, samples.device.type).synchronize()
         host = batch.with_host_samples(pinned.numpy(), 0)
-        job = _Job(host, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, pinned))
+        job = _Job(
+            host, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, pinned)
+        )
         job.event, job.device_nans, job.ready_lock = event, host_nans, threading.Lock()
         return job
 
@@ -448,7 +469,7 @@ class Writer:
             encode_seconds = middle - start
             if nans:
                 warn_nans(nans, job.batch.source.description)
-        except BaseException as caught:  # noqa: BLE001 - handed to the caller's thread
+        except BaseException as caught:
             error = caught
         with self._lock:
             job.remaining -= 1
@@ -486,10 +507,8 @@ WORKER_NICENESS = 5
 def _yield_to_caller() -> None:
     """Lower this worker thread's CPU priority (Linux: per thread) so that the loop that
     feeds the writer keeps its cores; idle cores still go to the workers."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
-    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not permitted
-        pass
 
 
 def _copy(buffer: np.ndarray, source: np.ndarray) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import decode_imagecodecs, decode_pypng, pngcheck
 from safetensors.numpy import load_file, save_file
 
 import tensorpng
+from conftest import decode_imagecodecs, decode_pypng, pngcheck
 from tensorpng.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,15 +95,26 @@ def test_dict_inputs_make_subfolders_and_skip_non_images(tmp_path: Path) -> None
         "samples/00002.png",
     ]
     assert np.array_equal(read(tmp_path / "a/nested/recon/00001.png"), expected_uint8(y)[1])
-    assert main(["convert", str(tmp_path / "arrays.npz"), "-o", str(tmp_path / "b"), "-q", "--layout", "NHW"]) == 0
+    assert (
+        main(["convert", str(tmp_path / "arrays.npz"), "-o", str(tmp_path / "b"), "-q", "--layout", "NHW"])
+        == 0
+    )
     assert np.array_equal(read(tmp_path / "b/masks/00001.png"), masks[1])
 
 
-def test_key_option_picks_one_and_names_missing_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_key_option_picks_one_and_names_missing_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     save_file({"a": images(0), "b": images(1)}, str(tmp_path / "two.safetensors"))
-    assert main(["convert", str(tmp_path / "two.safetensors"), "-o", str(tmp_path / "o"), "--key", "b", "-q"]) == 0
+    assert (
+        main(["convert", str(tmp_path / "two.safetensors"), "-o", str(tmp_path / "o"), "--key", "b", "-q"])
+        == 0
+    )
     assert sorted(p.parent.name for p in (tmp_path / "o").rglob("*.png")) == ["b", "b", "b"]
-    assert main(["convert", str(tmp_path / "two.safetensors"), "-o", str(tmp_path / "p"), "--key", "zz", "-q"]) == 1
+    assert (
+        main(["convert", str(tmp_path / "two.safetensors"), "-o", str(tmp_path / "p"), "--key", "zz", "-q"])
+        == 1
+    )
     assert "no key 'zz'" in capsys.readouterr().err
 
 
@@ -132,7 +143,9 @@ def test_options_end_to_end(tmp_path: Path) -> None:
         assert np.array_equal(read(out / "sc" / f"{index}.png"), scaled)
     assert main([*args, "--grid", "--nrow", "1", "--name", "grid.png"]) == 0
     assert read(out / "grid.png").shape == (2 * 16 + 3 * 2, 24 + 2 * 2)
-    assert main([*args, "--mean", "0.5", "--std", "0.25", "--layout", "NCHW", "--name", "ms/{index}.png"]) == 0
+    assert (
+        main([*args, "--mean", "0.5", "--std", "0.25", "--layout", "NCHW", "--name", "ms/{index}.png"]) == 0
+    )
     assert read(out / "ms" / "0.png").min() == 255  # 20 * 0.25 + 0.5 > 1: white, no wrap-around
 
 
@@ -208,7 +221,18 @@ def test_value_limit_refuses_before_reading(tmp_path: Path, capsys: pytest.Captu
         )
     np.savez_compressed(tmp_path / "zeros.npz", big=np.zeros((64, 1000, 1000), np.uint8))
     assert (tmp_path / "zeros.npz").stat().st_size < 200_000
-    code = main(["convert", str(hostile), str(tmp_path / "zeros.npz"), "-o", str(tmp_path / "o"), "-q", "--max-values", "10000000"])
+    code = main(
+        [
+            "convert",
+            str(hostile),
+            str(tmp_path / "zeros.npz"),
+            "-o",
+            str(tmp_path / "o"),
+            "-q",
+            "--max-values",
+            "10000000",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "bomb.npy would expand to more than" in err and "zeros.npz would expand" in err
@@ -259,7 +283,13 @@ def test_sharding_with_slurm_variables(tmp_path: Path) -> None:
         np.save(tmp_path / f"s{index}.npy", images(index, count=1))
         inputs.append(tmp_path / f"s{index}.npy")
     for rank in (0, 1):
-        result = run_cli("convert", *inputs, "-o", tmp_path / f"r{rank}", env={"SLURM_PROCID": str(rank), "SLURM_NTASKS": "2"})
+        result = run_cli(
+            "convert",
+            *inputs,
+            "-o",
+            tmp_path / f"r{rank}",
+            env={"SLURM_PROCID": str(rank), "SLURM_NTASKS": "2"},
+        )
         assert result.returncode == 0, result.stderr
     assert sorted(p.parent.name for p in (tmp_path / "r0").rglob("*.png")) == ["s0", "s2"]
     assert sorted(p.parent.name for p in (tmp_path / "r1").rglob("*.png")) == ["s1"]

@@ -16,11 +16,10 @@ import pytest
 import torch
 
 import tensorpng
+from conftest import decode_imagecodecs, decode_pypng, pngcheck
 from tensorpng import Writer
 from tensorpng.errors import PathError, QueueFullError, TensorPNGError, WriteError
 from tensorpng.writer import sanitize_field
-
-from conftest import decode_imagecodecs, decode_pypng, pngcheck
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -365,9 +364,11 @@ def test_s3_root_on_loopback(s3_endpoint: str, photo: np.ndarray) -> None:
     assert np.array_equal(decode_imagecodecs(body), photo[::-1])
 
     # An upload that fails (the bucket does not exist) raises and leaves no object at all.
-    with pytest.raises(WriteError, match="missing-bucket"):
-        with Writer("s3://missing-bucket/x", storage_options=options) as writer:
-            writer.save(photo, "a.png")
+    with (
+        pytest.raises(WriteError, match="missing-bucket"),
+        Writer("s3://missing-bucket/x", storage_options=options) as writer,
+    ):
+        writer.save(photo, "a.png")
     assert "missing-bucket" not in [b["Name"] for b in client.list_buckets()["Buckets"]]
 
 
