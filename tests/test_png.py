@@ -17,6 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import tensorpng
+import tensorpng.png as png_module
 from conftest import (
     decode_imagecodecs,
     decode_opencv,
@@ -25,12 +31,6 @@ from conftest import (
     pngcheck,
     pngcheck_bytes,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-import tensorpng
-import tensorpng.png as png_module
 from tensorpng.errors import DTypeError, OptionError, ShapeError
 from tensorpng.png import choose_filter, deflate_backend, encode_png, filter_image
 
