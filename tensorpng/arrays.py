@@ -20,8 +20,11 @@ from .errors import DTypeError
 _DLPACK_HOST_DEVICES = (1, 3)
 
 
-def torch_module() -> Any | None:
-    """The torch module if the caller imported it, else ``None`` (never imports it)."""
+def torch_module() -> Any:
+    """The torch module if the caller imported it, else ``None`` (never imports it).
+
+    Typed ``Any``: callers reach it only once they hold a torch tensor, so it is not ``None``.
+    """
     return sys.modules.get("torch")
 
 
@@ -75,6 +78,17 @@ def describe(x: object) -> str:
     return ", ".join(parts)
 
 
+def _with_array_facts(description: str, array: np.ndarray) -> str:
+    """``description`` plus the shape and dtype of ``array`` when the input itself had none.
+
+    Objects exposing only ``__array__``/``__dlpack__`` may lack ``.shape``/``.dtype``; error
+    messages must still name them.
+    """
+    if "shape " in description:
+        return description
+    return f"{description} (as an array: shape {tuple(int(d) for d in array.shape)}, dtype {array.dtype})"
+
+
 def _check_numpy_dtype(array: np.ndarray, description: str) -> np.ndarray:
     kind = array.dtype.kind
     if kind in "biuf":
@@ -125,7 +139,8 @@ def as_source(x: object) -> SourceArray:
     if hasattr(x, "__dlpack__"):
         device = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else 1
         if device in _DLPACK_HOST_DEVICES:
-            array = np.from_dlpack(x)  # type: ignore[arg-type]
+            array = np.from_dlpack(x)
+            description = _with_array_facts(description, array)
             return SourceArray(_check_numpy_dtype(array, description), False, description)
         torch = torch_module()
         if torch is None:
@@ -143,9 +158,10 @@ def as_source(x: object) -> SourceArray:
         )
     try:
         array = np.asarray(x)
-    except Exception as error:  # noqa: BLE001 - any failure means "not an array"
+    except Exception as error:  # any failure means "not an array"
         raise DTypeError(
             f"cannot read {description} as an array ({error}); pass a torch.Tensor, a "
             "numpy.ndarray or an array that supports __dlpack__ or __array__"
         ) from error
+    description = _with_array_facts(description, array)
     return SourceArray(_check_numpy_dtype(array, description), False, description)

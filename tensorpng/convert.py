@@ -151,7 +151,11 @@ def to_array(x: object, **options: Any) -> np.ndarray:
         uint8 or uint16 samples: ``H x W`` (gray) or ``H x W x C`` for one image or a grid,
         ``N x H x W`` or ``N x H x W x C`` for a batch.
     """
-    batch = prepare(x, ImageOptions.parse(**options)).to_host()
+    try:
+        image_options = ImageOptions.parse(**options)
+    except TypeError as error:  # an unexpected keyword argument (save's and encode's say so too)
+        raise OptionError(f"unknown option: {error}") from None
+    batch = prepare(x, image_options).to_host()
     if batch.writes_grid:
         result, nans = batch.grid_image()
     else:

@@ -84,7 +84,11 @@ def encode(x: object, **options: Any) -> bytes:
 def template_fields(template: str) -> set[str]:
     """The field names used in a ``str.format`` template (raises PathError when malformed)."""
     try:
-        return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        return {
+            name.split(".")[0].split("[")[0]
+            for _, name, _, _ in string.Formatter().parse(template)
+            if name is not None
+        }
     except ValueError as error:
         raise PathError(f"malformed name template {template!r}: {error}") from None
 
@@ -97,8 +101,7 @@ def format_template(template: str, fields: Mapping[str, Any]) -> str:
     missing = used - set(fields)
     if missing:
         raise PathError(
-            f"name template {template!r} uses unknown field(s) {sorted(missing)}; "
-            f"available: {sorted(fields)}"
+            f"name template {template!r} uses unknown field(s) {sorted(missing)}; available: {sorted(fields)}"
         )
     try:
         return template.format(**fields)
@@ -113,13 +116,18 @@ def batch_paths(path: str | os.PathLike[str], count: int, batched: bool) -> list
     to a path without ``{index}`` gets ``_{index}`` before the suffix, zero-padded to the
     width of the largest index (``out.png`` -> ``out_00.png`` ... ``out_63.png``), so no two
     images share a file. One image (not a batch) is written to ``path`` itself.
+
+    ``path`` is a ``str.format`` template for one image and for a batch alike: ``{{`` and
+    ``}}`` stand for literal braces, and fields other than ``index`` are errors.
     """
     text = os.fspath(path)
     if not isinstance(text, str):
         raise PathError(f"path must be a str or os.PathLike[str], got {path!r}")
     if batched and "index" not in template_fields(text):
+        # Insert the field into the template as it is (no re-escaping of its braces), so a
+        # batch reads ``path`` exactly as one image does.
         stem, suffix = os.path.splitext(text)
-        text = stem.replace("{", "{{").replace("}", "}}") + f"_{{index:0{len(str(count - 1))}d}}" + suffix.replace("{", "{{").replace("}", "}}")
+        text = f"{stem}_{{index:0{len(str(count - 1))}d}}{suffix}"
     paths = [Path(format_template(text, {"index": index})) for index in range(count)]
     if len(set(paths)) != len(paths):
         raise PathError(f"path {os.fspath(path)!r} gives two images the same file name; use {{index}} in it")
@@ -167,7 +175,9 @@ def write_atomic(path: Path, data: bytes | memoryview, *, overwrite: bool = True
         raise TargetExistsError(f"{path} exists and overwrite=False") from None
     except OSError as error:
         _remove(temp)
-        raise WriteError(f"cannot write {path}: {_describe_os_error(error)}; no partial file was left") from error
+        raise WriteError(
+            f"cannot write {path}: {_describe_os_error(error)}; no partial file was left"
+        ) from error
     except BaseException:
         _remove(temp)
         raise
@@ -238,7 +248,7 @@ def run_all(tasks: Sequence[Callable[[], Any]], workers: int | None) -> list[Any
         for task in tasks:
             try:
                 results.append(task())
-            except Exception as error:  # noqa: BLE001 - re-raised below, after the others ran
+            except Exception as error:  # re-raised below, after the others ran
                 failure = failure or error
                 results.append(None)
         if failure is not None:
@@ -303,4 +313,3 @@ def save(
     nans = run_all([lambda i=i: task(i) for i in range(count)], workers)  # type: ignore[misc]
     warn_nans(sum(nans) + batch.nan_count, batch.source.description)
     return paths
-

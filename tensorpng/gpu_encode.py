@@ -178,11 +178,9 @@ def code_lengths(frequencies: Any) -> Any:
     """Complete, length-limited (1..15) code lengths for ``N x S`` symbol counts.
 
     Lengths ``ceil(log2(total / f) - t)`` clamped to 1..15, with the largest ``t`` whose
-    Kraft sum is at most 1 (bisection, all images at once). The slack left is then filled,
-    one binary digit at a time from the shortest lengths down: a slack of ``2**-L`` is taken
-    by the most frequent symbol of length ``L`` (moved to ``L-1``), or by an unused symbol
-    given length ``L``. Symbols with a zero count and no filler role get length 0. Needs at
-    least two symbols with a nonzero count.
+    Kraft sum is at most 1 (bisection, all images at once); the Kraft slack left is then
+    spent shortening the most frequent of the longest codes. Symbols with a zero count get
+    length 0. Needs at least two symbols with a nonzero count.
     """
     torch = torch_module()
     freq = frequencies.to(torch.float64)
@@ -195,7 +193,7 @@ def code_lengths(frequencies: Any) -> Any:
         return torch.where(used, raw, torch.zeros_like(raw))
 
     low = torch.full((freq.shape[0],), -float(MAX_BITS + 2), dtype=torch.float64, device=freq.device)
-    high = torch.full_like(low, float(MAX_BITS + 2))
+    high = torch.full_like(low, 64.0)
     for _ in range(40):  # bisection: the largest offset whose code still fits (Kraft <= 1)
         middle = (low + high) / 2
         fits = kraft_units(lengths_at(middle)) <= 2**MAX_BITS
@@ -203,16 +201,22 @@ def code_lengths(frequencies: Any) -> Any:
         high = torch.where(fits, high, middle)
     lengths = lengths_at(low).to(torch.int64)
     slack = 2**MAX_BITS - kraft_units(lengths)
-    rows = torch.arange(lengths.shape[0], device=lengths.device)
-    for length in range(2, MAX_BITS + 1):  # slack digit 2**(15 - length), largest first
-        needed = ((slack >> (MAX_BITS - length)) & 1).bool()
-        at_length = torch.where(lengths == length, frequencies, torch.full_like(frequencies, -1))
-        best_count, best = at_length.max(dim=1)
-        filler = (lengths == 0).to(torch.int64).argmax(dim=1)  # first symbol without a code
-        shorten = needed & (best_count > 0)
-        fill = needed & ~shorten & (lengths[rows, filler] == 0)
-        lengths[rows, best] = torch.where(shorten, lengths[rows, best] - 1, lengths[rows, best])
-        lengths[rows, filler] = torch.where(fill, torch.full_like(filler, length), lengths[rows, filler])
+    # Fill the slack from the longest codes up: at length L, shorten the most frequent
+    # min(count, slack // 2**(15-L)) codes by one bit. The slack is always a multiple of the
+    # unit of the longest code, so it ends at exactly 0 (the code is complete).
+    for length in range(MAX_BITS, 1, -1):
+        unit = 1 << (MAX_BITS - length)
+        at_length = lengths == length
+        score = torch.where(at_length, frequencies, torch.full_like(frequencies, -1))
+        rank = torch.empty_like(score).scatter_(
+            1,
+            score.argsort(dim=1, descending=True, stable=True),
+            torch.arange(score.shape[1], device=score.device).expand_as(score),
+        )
+        take = torch.minimum(at_length.sum(dim=1), slack // unit)
+        shorten = at_length & (rank < take[:, None])
+        lengths = lengths - shorten.to(torch.int64)
+        slack = slack - take * unit
     return lengths
 
 
