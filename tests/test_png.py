@@ -942,15 +942,15 @@ def test_gil_probe_catches_an_encoder_that_holds_the_gil(
     """
     real_deflate = png_module._deflate_fast
     start = time.perf_counter()
-    real_deflate(big_photo_like)
+    real_deflate(big_photo_like, 10.0)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     sum(range(1_000_000))
     count = int(1_000_000 * 2 * seconds / (time.perf_counter() - start))
 
-    def gil_holding_deflate(data: np.ndarray) -> bytes:
+    def gil_holding_deflate(data: np.ndarray, residual: float) -> bytes:
         sum(range(count))  # holds the GIL for about twice the real deflate's time
-        return real_deflate(data)
+        return real_deflate(data, residual)
 
     monkeypatch.setattr(png_module, "_deflate_fast", gil_holding_deflate)
     ratio = gil_ratio(lambda: encode_png(big_photo_like), attempts=1)
