@@ -9,6 +9,7 @@ name and a failed write leaves an older file intact.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import secrets
 import string
@@ -157,15 +158,23 @@ def write_atomic(path: Path, data: bytes | memoryview, *, overwrite: bool = True
         WriteError: the write failed (disk full, permissions, ...); nothing is left behind.
     """
     directory = path.parent
-    temp = directory / f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    temp = directory / f".{path.name}.{_temp_tag()}{TEMP_SUFFIX}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            descriptor = os.open(temp, flags, 0o666)
+        except FileNotFoundError:  # the folder is missing: make it (once, not per file)
+            directory.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(temp, flags, 0o666)
     except OSError as error:
         raise WriteError(f"cannot write {path}: {_describe_os_error(error)}") from error
     try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(descriptor, view) :]
+        finally:
+            os.close(descriptor)
         if overwrite:
             os.replace(temp, path)
         else:
@@ -182,6 +191,18 @@ def write_atomic(path: Path, data: bytes | memoryview, *, overwrite: bool = True
         _remove(temp)
         raise
     return len(data)
+
+
+_temp_counter = itertools.count()
+_PROCESS_TAG = secrets.token_hex(4)
+
+
+def _temp_tag() -> str:
+    """A name part unique to this write: a random tag per process, pid and a counter.
+
+    (``O_EXCL`` still refuses a name that exists, so a clash could fail, never overwrite.)
+    """
+    return f"{_PROCESS_TAG}{os.getpid():x}.{next(_temp_counter)}"
 
 
 def _link_no_clobber(temp: Path, path: Path) -> None:
