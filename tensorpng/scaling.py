@@ -279,9 +279,10 @@ def convert_image(plan: Plan, x: np.ndarray, index: int) -> tuple[np.ndarray, in
         np.clip(values, 0, plan.max_value, out=values)  # +-inf clamp; NaN stays NaN
     nans = 0
     if x.dtype.kind == "f" and not np.isfinite(np.add.reduce(values, axis=None)):
-        nan_mask = np.isnan(values)  # rare: only images that hold NaN pay for the mask
-        nans = int(np.count_nonzero(nan_mask))
-        values[nan_mask] = 0
+        # rare: only images that hold NaN pay for this. Count the input's NaNs (inf * a zero
+        # gain is NaN too, and is also written as 0, but is no NaN of the caller's).
+        nans = int(np.count_nonzero(np.isnan(x)))
+        values[np.isnan(values)] = 0
     samples = np.empty_like(values, dtype=out_dtype)
     np.copyto(samples, values, casting="unsafe")  # truncates: values hold the + 0.5 already
     return interleaved(samples), nans
