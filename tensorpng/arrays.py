@@ -101,7 +101,7 @@ def _check_numpy_dtype(array: np.ndarray, description: str) -> np.ndarray:
     )
 
 
-def _from_torch(tensor: Any, description: str) -> SourceArray:
+def _from_torch(tensor: Any, description: str, keep_torch: bool = False) -> SourceArray:
     torch = torch_module()
     assert torch is not None
     tensor = tensor.detach()
@@ -110,7 +110,7 @@ def _from_torch(tensor: Any, description: str) -> SourceArray:
             f"cannot save a tensor of dtype {str(tensor.dtype).replace('torch.', '')} as an image "
             f"({description}); pass real numbers (take .real, .abs() or .dequantize() first)"
         )
-    if tensor.device.type != "cpu":
+    if tensor.device.type != "cpu" or keep_torch:
         return SourceArray(tensor, channels_first=True, description=description)
     if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16: widen it, exactly.
         tensor = tensor.float()
@@ -121,12 +121,13 @@ def _from_torch(tensor: Any, description: str) -> SourceArray:
     return SourceArray(tensor.numpy(), channels_first=True, description=description)
 
 
-def as_source(x: object) -> SourceArray:
+def as_source(x: object, *, keep_torch: bool = False) -> SourceArray:
     """Adapt a caller's input for conversion.
 
     Accepts ``torch.Tensor`` (any device, any real dtype, ``requires_grad`` included), NumPy
     arrays, objects exposing ``__dlpack__`` (host memory; device memory when torch is
-    imported) or ``__array__``, and nested sequences of numbers.
+    imported) or ``__array__``, and nested sequences of numbers. With ``keep_torch``, CPU
+    torch tensors stay torch tensors (for the torch encoder) instead of NumPy views.
 
     Raises:
         DTypeError: for unsupported types or dtypes, naming what was passed.
@@ -135,7 +136,7 @@ def as_source(x: object) -> SourceArray:
     if isinstance(x, np.ndarray):
         return SourceArray(_check_numpy_dtype(x, description), False, description)
     if is_torch_tensor(x):
-        return _from_torch(x, description)
+        return _from_torch(x, description, keep_torch)
     if hasattr(x, "__dlpack__"):
         device = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else 1
         if device in _DLPACK_HOST_DEVICES:

@@ -126,14 +126,17 @@ class Batch:
         return grid, sum(nans for _, nans in converted)
 
 
-def prepare(x: object, options: ImageOptions) -> Batch:
+def prepare(x: object, options: ImageOptions, *, keep_torch: bool = False) -> Batch:
     """Validate ``x`` against ``options`` and plan its conversion, without converting it yet.
+
+    With ``keep_torch``, CPU torch tensors are converted with torch operations (as tensors
+    on an accelerator always are) instead of through NumPy.
 
     Raises:
         TensorPNGError: (a ``ValueError`` or ``TypeError``) for inputs or options that cannot
             be written, naming the input's type, shape and dtype.
     """
-    source = as_source(x)
+    source = as_source(x, keep_torch=keep_torch)
     layout = resolve_layout(source.shape, options.layout, source.channels_first, source.description)
     images = as_nhwc(source.data, layout)
     plan = make_plan(images, source.dtype_name, options.scaling, source.description)

@@ -18,9 +18,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import gpu_encode
+from .arrays import describe, is_torch_tensor
 from .convert import Batch, ImageOptions, prepare, warn_nans
 from .errors import OptionError, PathError, TargetExistsError, WriteError
 from .png import COMPRESSIONS, Compression, encode_png
@@ -30,23 +33,67 @@ TEMP_SUFFIX = ".tmp"
 
 @dataclass(frozen=True)
 class PNGOptions:
-    """Validated encoding options: ``compression`` and text ``metadata``."""
+    """Validated encoding options: ``compression``, text ``metadata`` and ``encoder``.
+
+    ``encoder``: ``"auto"`` encodes tensors on an accelerator with the torch encoder (only
+    compressed bytes leave the device) when ``compression="fast"`` and no grid is asked,
+    and everything else on the CPU; ``"cpu"`` always uses the CPU encoder; ``"device"``
+    uses the torch encoder for every torch tensor, CPU tensors included.
+    """
 
     compression: Compression = "fast"
     metadata: Mapping[str, str] | None = None
+    encoder: str = "auto"
 
     @classmethod
-    def parse(cls, *, compression: str = "fast", metadata: Mapping[str, str] | None = None) -> PNGOptions:
+    def parse(
+        cls,
+        *,
+        compression: str = "fast",
+        metadata: Mapping[str, str] | None = None,
+        encoder: str = "auto",
+    ) -> PNGOptions:
         if compression not in COMPRESSIONS:
             raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        if encoder not in ENCODERS:
+            raise OptionError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if metadata is not None:
             if not isinstance(metadata, Mapping):
                 raise OptionError(f"metadata must be a mapping of str to str, got {metadata!r}")
             metadata = {str(key): str(value) for key, value in metadata.items()}
-        return cls(compression, metadata)  # type: ignore[arg-type]
+        return cls(compression, metadata, encoder)  # type: ignore[arg-type]
 
 
-_PNG_OPTION_NAMES = frozenset(("compression", "metadata"))
+ENCODERS = ("auto", "cpu", "device")
+_PNG_OPTION_NAMES = frozenset(("compression", "metadata", "encoder"))
+
+
+def prepare_for(x: object, image_options: ImageOptions, png_options: PNGOptions) -> tuple[Batch, bool]:
+    """Prepare ``x`` and say whether the torch encoder encodes it (see :class:`PNGOptions`)."""
+    if png_options.encoder == "device":
+        if not is_torch_tensor(x):
+            raise OptionError(f"encoder='device' encodes torch tensors; got {describe(x)}")
+        if png_options.compression != "fast":
+            raise OptionError("encoder='device' has one compression setting; pass compression='fast'")
+        batch = prepare(x, image_options, keep_torch=True)
+        if batch.writes_grid:
+            raise OptionError("encoder='device' writes one file per image; grids use encoder='cpu'")
+        return batch, True
+    batch = prepare(x, image_options)
+    device = (
+        png_options.encoder == "auto"
+        and batch.on_device
+        and png_options.compression == "fast"
+        and not batch.writes_grid
+    )
+    return batch, device
+
+
+def encode_on_device(batch: Batch, png_options: PNGOptions) -> tuple[list[bytes], int]:
+    """PNG bytes of every image of a torch batch by the torch encoder, and the NaN count."""
+    samples, nans = batch.convert_on_device()
+    files = gpu_encode.encode_batch(samples, text=png_options.metadata)
+    return files, int(nans.item())
 
 
 def split_options(options: Mapping[str, Any]) -> tuple[ImageOptions, PNGOptions]:
@@ -66,12 +113,16 @@ def encode(x: object, **options: Any) -> bytes:
     ``grid=True`` (use :func:`save` or :func:`to_array` for one image at a time).
     """
     image_options, png_options = split_options(options)
-    batch = prepare(x, image_options)
+    batch, on_device = prepare_for(x, image_options, png_options)
     if batch.layout.batched and not batch.writes_grid and batch.count != 1:
         raise OptionError(
             f"encode makes one PNG but got a batch of {batch.count} ({batch.source.description}); "
             "pass grid=True, or encode x[i] for each image"
         )
+    if on_device:
+        (data,), nans = encode_on_device(batch, png_options)
+        warn_nans(nans, batch.source.description)
+        return data
     batch = batch.to_host()
     image, nans = batch.grid_image() if batch.writes_grid else batch.image(0)
     warn_nans(nans + batch.nan_count, batch.source.description)
@@ -313,17 +364,24 @@ def save(
             before anything is written.
         workers: threads for a batch (default: one per CPU).
         **options: ``layout``, ``mean``, ``std``, ``value_range``, ``scale``, ``bits``,
-            ``grid``, ``nrow``, ``padding``, ``pad_value``, ``compression``, ``metadata``
-            (see the README's option table).
+            ``grid``, ``nrow``, ``padding``, ``pad_value``, ``compression``, ``metadata``,
+            ``encoder`` (see the README's option table).
 
     Returns:
         The paths written, in batch order.
     """
     image_options, png_options = split_options(options)
-    batch = prepare(x, image_options)
+    batch, on_device = prepare_for(x, image_options, png_options)
     count = 1 if batch.writes_grid else batch.count
     paths = batch_paths(path, count, batch.layout.batched and not batch.writes_grid)
     check_targets(paths, overwrite)
+    if on_device:
+        files, device_nans = encode_on_device(batch, png_options)
+        run_all(
+            [partial(write_atomic, paths[i], files[i], overwrite=overwrite) for i in range(count)], workers
+        )
+        warn_nans(device_nans, batch.source.description)
+        return paths
     batch = batch.to_host()
 
     def task(index: int) -> int:

@@ -29,9 +29,18 @@ from typing import Any, Literal
 import numpy as np
 
 from .arrays import torch_module
-from .convert import Batch, prepare, warn_nans
+from .convert import Batch, warn_nans
 from .errors import OptionError, PathError, QueueFullError, TensorPNGError
-from .files import PNGOptions, default_workers, encode_image, format_template, split_options, template_fields
+from .files import (
+    PNGOptions,
+    default_workers,
+    encode_image,
+    format_template,
+    prepare_for,
+    split_options,
+    template_fields,
+)
+from .gpu_encode import encode_batch
 from .layout import as_nhwc
 from .sinks import Sink, open_sink
 
@@ -52,6 +61,7 @@ _SAVE_OPTION_NAMES = frozenset(
         "pad_value",
         "compression",
         "metadata",
+        "encoder",
         "overwrite",
     )
 )
@@ -156,6 +166,9 @@ class _Job:
     device_nans: Any = None  # pinned 0-d tensor with the NaN count (CUDA)
     ready: bool = False
     ready_lock: Any = None
+    device_samples: Any = None  # converted samples on the device, for the torch encoder
+    files: list[bytes] | None = None  # PNG bytes made by the torch encoder
+    encode_share: float = 0.0  # the torch encoder's seconds per image
 
 
 class Writer:
@@ -276,7 +289,7 @@ class Writer:
             return
         overwrite = options.pop("overwrite", True)
         image_options, png_options = split_options(options)
-        batch = prepare(x, image_options)
+        batch, device_encoder = prepare_for(x, image_options, png_options)
         count = 1 if batch.writes_grid else batch.count
         names = self._names(name, count, batch.layout.batched and not batch.writes_grid, rank, fields)
         if not overwrite:
@@ -285,6 +298,10 @@ class Writer:
         if not self._reserve(nbytes, count):
             return
         try:
+            if device_encoder:
+                job = self._capture_for_device_encoder(batch, names, png_options, bool(overwrite), nbytes)
+                self._pool.submit(self._encode_on_device, job)
+                return
             job = self._capture(batch, names, png_options, bool(overwrite), nbytes, count)
         except BaseException:
             self._unreserve(nbytes, count)
@@ -444,6 +461,46 @@ class Writer:
         job.event, job.device_nans, job.ready_lock = event, host_nans, threading.Lock()
         return job
 
+    def _capture_for_device_encoder(
+        self, batch: Batch, names: list[str], png_options: PNGOptions, overwrite: bool, nbytes: int
+    ) -> _Job:
+        """Convert on the caller's stream and mark it with an event; the torch encoder runs in
+        a worker, on a stream of its own that waits for that event."""
+        torch = torch_module()
+        samples, nans = batch.convert_on_device()
+        job = _Job(batch, names, png_options, overwrite, nbytes, len(names), lambda: None)
+        job.device_samples, job.device_nans = samples, nans
+        if samples.is_cuda:
+            job.event = torch.cuda.Event()
+            job.event.record(torch.cuda.current_stream(samples.device))
+        return job
+
+    def _encode_on_device(self, job: _Job) -> None:
+        """Worker: encode a whole batch with the torch encoder, then queue its writes."""
+        torch = torch_module()
+        try:
+            start = time.perf_counter()
+            samples = job.device_samples
+            if job.event is not None:
+                stream = torch.cuda.Stream(samples.device)
+                stream.wait_event(job.event)
+                samples.record_stream(stream)  # the caller's stream may reuse it only after us
+                with torch.cuda.stream(stream):
+                    files = encode_batch(samples, text=job.png_options.metadata)
+                    nans = int(job.device_nans.item())
+            else:
+                files = encode_batch(samples, text=job.png_options.metadata)
+                nans = int(job.device_nans.item())
+            job.files, job.device_samples = files, None
+            job.encode_share = (time.perf_counter() - start) / len(files)
+            if nans:
+                warn_nans(nans, job.batch.source.description)
+        except BaseException as error:
+            self._finish(job, [error] * job.remaining, written=0, encode_seconds=0.0, write_seconds=0.0)
+            return
+        for index in range(len(job.names)):
+            self._pool.submit(self._run, job, index)
+
     def _wait_ready(self, job: _Job) -> None:
         if job.event is None or job.ready:
             return
@@ -460,29 +517,45 @@ class Writer:
         encode_seconds = write_seconds = 0.0
         error: BaseException | None = None
         try:
-            self._wait_ready(job)
             start = time.perf_counter()
-            data, nans = encode_image(job.batch, index, job.png_options)
+            if job.files is not None:  # encoded already, by the torch encoder
+                data, nans = job.files[index], 0
+                encode_seconds = job.encode_share
+            else:
+                self._wait_ready(job)
+                start = time.perf_counter()
+                data, nans = encode_image(job.batch, index, job.png_options)
+                encode_seconds = time.perf_counter() - start
             middle = time.perf_counter()
             written = self._sink.write(job.names[index], data, job.overwrite)
             write_seconds = time.perf_counter() - middle
-            encode_seconds = middle - start
             if nans:
                 warn_nans(nans, job.batch.source.description)
         except BaseException as caught:
             error = caught
+        self._finish(job, [error] if error else [], written, encode_seconds, write_seconds, images=1)
+
+    def _finish(
+        self,
+        job: _Job,
+        errors: list[BaseException],
+        written: int,
+        encode_seconds: float,
+        write_seconds: float,
+        images: int | None = None,
+    ) -> None:
+        """Account for ``images`` finished images of ``job`` (all that remain by default)."""
         with self._lock:
-            job.remaining -= 1
+            images = job.remaining if images is None else images
+            job.remaining -= images
             done = job.remaining == 0
-            if error is not None:
-                self._errors.append(error)
-                self._error_count += 1
-            else:
-                self._written += 1
-                self._bytes_written += written
-                self._encode_seconds += encode_seconds
-                self._write_seconds += write_seconds
-            self._pending_images -= 1
+            self._errors.extend(errors)
+            self._error_count += len(errors)
+            self._written += images - len(errors)
+            self._bytes_written += written
+            self._encode_seconds += encode_seconds
+            self._write_seconds += write_seconds
+            self._pending_images -= images
             if done:
                 self._pending_bytes -= job.nbytes
             self._lock.notify_all()

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import tensorpng
+import tensorpng.writer
 from conftest import decode_imagecodecs, decode_pillow, decode_pypng, pngcheck_bytes
 from tensorpng import gpu_encode
 from tensorpng.gpu_encode import (
@@ -194,3 +196,88 @@ def test_property_round_trip(image: np.ndarray) -> None:
     expected = image[..., 0] if image.shape[2] == 1 else image
     assert np.array_equal(decode_imagecodecs(data), expected)
     assert np.array_equal(decode_pypng(data), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# The torch encoder inside save, encode and Writer (encoder="device" on CPU tensors)
+
+
+def normalized(photo: np.ndarray) -> torch.Tensor:
+    pixels = torch.from_numpy(photo).permute(2, 0, 1).float() / 255
+    mean = torch.tensor(tensorpng.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(tensorpng.IMAGENET_STD)[:, None, None]
+    return (pixels - mean) / std
+
+
+def test_save_and_encode_with_the_device_encoder(tmp_path: Path, photo: np.ndarray) -> None:
+    batch = torch.stack([normalized(photo), normalized(photo[::-1].copy())]).requires_grad_()
+    options = {"mean": tensorpng.IMAGENET_MEAN, "std": tensorpng.IMAGENET_STD, "encoder": "device"}
+    paths = tensorpng.save(batch, tmp_path / "{index}.png", **options)
+    assert np.array_equal(decode_imagecodecs(paths[0].read_bytes()), photo)
+    assert np.array_equal(decode_pypng(paths[1].read_bytes()), photo[::-1])
+    data = tensorpng.encode(batch[1].bfloat16(), bits=16, encoder="device")
+    expected = tensorpng.to_array(batch[1].bfloat16(), bits=16)
+    assert np.array_equal(decode_imagecodecs(data), expected)
+    pngcheck_bytes(data, tmp_path)
+
+
+def test_device_encoder_counts_nans(tmp_path: Path) -> None:
+    x = torch.zeros(1, 8, 8)
+    x[0, 0, :3] = float("nan")
+    with pytest.warns(RuntimeWarning, match="3 NaN"):
+        tensorpng.save(x, tmp_path / "n.png", encoder="device")
+    assert decode_imagecodecs((tmp_path / "n.png").read_bytes()).max() == 0
+
+
+def test_writer_with_the_device_encoder(tmp_path: Path, photo: np.ndarray) -> None:
+    x = normalized(photo)
+    with tensorpng.Writer(tmp_path, mean=tensorpng.IMAGENET_MEAN, std=tensorpng.IMAGENET_STD) as writer:
+        writer.save(torch.stack([x, x]), "dev/{index}.png", encoder="device")
+        x.fill_(0)  # the conversion already ran: the files show the photo
+        writer.save(x, "zero.png", encoder="device", text="unused field")
+    assert np.array_equal(decode_imagecodecs((tmp_path / "dev/1.png").read_bytes()), photo)
+    stats = writer.stats
+    assert (stats.images_written, stats.errors, stats.images_pending) == (3, 0, 0)
+
+
+def test_writer_device_encoder_errors_reach_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(samples: torch.Tensor, *, text: object = None) -> list[bytes]:
+        raise RuntimeError("device encoder failed")
+
+    monkeypatch.setattr(tensorpng.writer, "encode_batch", broken)
+    writer = tensorpng.Writer(tmp_path)
+    writer.save(torch.zeros(2, 1, 4, 4), "{index}.png", encoder="device")
+    with pytest.raises(tensorpng.TensorPNGError, match="device encoder failed"):
+        writer.close()
+    assert writer.stats.errors == 2 and not list(tmp_path.iterdir())
+
+
+def test_auto_encoder_keeps_cpu_tensors_on_the_cpu_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> list[bytes]:
+        raise AssertionError("the torch encoder was used for a CPU tensor")
+
+    monkeypatch.setattr(gpu_encode, "encode_batch", refuse)
+    tensorpng.save(torch.rand(2, 3, 8, 8), tmp_path / "{index}.png")
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    ("x", "options", "match"),
+    [
+        (np.zeros((8, 8), np.uint8), {}, "torch tensors"),
+        (torch.zeros(2, 3, 8, 8), {"grid": True}, "grids"),
+        (torch.zeros(3, 8, 8), {"compression": "small"}, "compression='fast'"),
+        (torch.zeros(3, 8, 8), {"encoder": "gpu"}, "encoder must be one of"),
+    ],
+)
+def test_device_encoder_option_errors(
+    tmp_path: Path, x: object, options: dict[str, object], match: str
+) -> None:
+    options = {"encoder": "device", **options}
+    with pytest.raises(tensorpng.OptionError, match=match):
+        tensorpng.save(x, tmp_path / "x.png", **options)
+    assert not list(tmp_path.iterdir())
