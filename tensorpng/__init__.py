@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from ._version import __version__
 from .convert import to_array
 from .errors import (
     DTypeError,
@@ -23,8 +24,6 @@ from .files import encode, save
 from .png import encode_png
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
 from .writer import Writer, WriterStats
-
-__version__ = "0.1.0"
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -50,6 +50,19 @@ class SourceArray:
     description: str
 
     @property
+    def framework(self) -> str:
+        """The top-level module of the caller's input type (``"torch"``, ``"numpy"``, ...)."""
+        return self.description.split(".", 1)[0]
+
+    @property
+    def input_dtype(self) -> str:
+        """The dtype of the caller's input (before bfloat16 was widened, for example)."""
+        for part in self.description.split(", "):
+            if part.startswith("dtype "):
+                return part.removeprefix("dtype ")
+        return self.dtype_name
+
+    @property
     def on_device(self) -> bool:
         """Whether ``data`` is a torch tensor on an accelerator (CUDA, MPS, XPU, ...)."""
         return not isinstance(self.data, np.ndarray)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import math
 import os
 import secrets
 import string
@@ -26,7 +27,10 @@ from . import gpu_encode
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, ImageOptions, prepare, warn_nans
 from .errors import OptionError, PathError, TargetExistsError, WriteError
-from .png import COMPRESSIONS, Compression, encode_png
+from .metadata import METADATA_KEY, device_extremes, mapping_record, text_chunks
+from .png import COMPRESSIONS, Compression, encode_png, text_chunk
+
+Extremes = tuple[float | None, float | None]
 
 TEMP_SUFFIX = ".tmp"
 
@@ -44,24 +48,41 @@ class PNGOptions:
     compression: Compression = "fast"
     metadata: Mapping[str, str] | None = None
     encoder: str = "auto"
+    record: bool = True  # write the mapping record (see tensorpng.metadata)
 
     @classmethod
     def parse(
         cls,
         *,
         compression: str = "fast",
-        metadata: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | bool | None = None,
         encoder: str = "auto",
     ) -> PNGOptions:
         if compression not in COMPRESSIONS:
             raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
         if encoder not in ENCODERS:
             raise OptionError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        record = metadata is not False
+        if isinstance(metadata, bool):
+            metadata = None
         if metadata is not None:
             if not isinstance(metadata, Mapping):
-                raise OptionError(f"metadata must be a mapping of str to str, got {metadata!r}")
+                raise OptionError(f"metadata must be a mapping of str to str, or False, got {metadata!r}")
             metadata = {str(key): str(value) for key, value in metadata.items()}
-        return cls(compression, metadata, encoder)  # type: ignore[arg-type]
+            if METADATA_KEY in metadata:
+                raise OptionError(
+                    f"the metadata key {METADATA_KEY!r} is tensorpng's own record; pick another"
+                )
+            for key, value in metadata.items():
+                text_chunk(key, value)  # validate keys and values now, before any file is touched
+        return cls(compression, metadata, encoder, record)  # type: ignore[arg-type]
+
+    def texts(
+        self, batch: Batch, index: int | None, extremes: Extremes | None = None
+    ) -> dict[str, str] | None:
+        """The text chunks of image ``index`` of ``batch`` (None: its grid or only image)."""
+        entry = mapping_record(batch, index, extremes) if self.record else None
+        return text_chunks(self.metadata, entry, self.record)
 
 
 ENCODERS = ("auto", "cpu", "device")
@@ -92,8 +113,37 @@ def prepare_for(x: object, image_options: ImageOptions, png_options: PNGOptions)
 def encode_on_device(batch: Batch, png_options: PNGOptions) -> tuple[list[bytes], int]:
     """PNG bytes of every image of a torch batch by the torch encoder, and the NaN count."""
     samples, nans = batch.convert_on_device()
-    files = gpu_encode.encode_batch(samples, text=png_options.metadata)
-    return files, int(nans.item())
+    low, high = device_extremes(batch.images) if png_options.record else (None, None)
+    return encode_device_samples(batch, samples, png_options, low, high), int(nans.item())
+
+
+def encode_device_samples(
+    batch: Batch, samples: Any, png_options: PNGOptions, low: Any, high: Any
+) -> list[bytes]:
+    """The torch encoder on converted ``samples``, with each image's text chunks."""
+    count = int(samples.shape[0])
+    if png_options.record:  # extremes were computed on the device; their copy waits for it
+        pairs = list(zip(low.tolist(), high.tolist(), strict=True))
+        texts = [
+            png_options.texts(batch, i if batch.layout.batched else None, pairs[i]) for i in range(count)
+        ]
+    else:
+        texts = [png_options.texts(batch, None)] * count
+    return gpu_encode.encode_batch(samples, text=texts)
+
+
+def host_extremes(batch: Batch) -> list[Extremes] | None:
+    """For a batch on a device that the CPU encoder will write: per-image (or, for a grid,
+    whole-batch) finite min and max, read before the samples replace the values."""
+    if not batch.on_device:
+        return None
+    low, high = device_extremes(batch.images)
+    pairs = list(zip(low.tolist(), high.tolist(), strict=True))
+    if batch.writes_grid:
+        lows = [p[0] for p in pairs if p[0] is not None and math.isfinite(p[0])]
+        highs = [p[1] for p in pairs if p[1] is not None and math.isfinite(p[1])]
+        return [(min(lows) if lows else None, max(highs) if highs else None)]
+    return pairs
 
 
 def split_options(options: Mapping[str, Any]) -> tuple[ImageOptions, PNGOptions]:
@@ -123,10 +173,11 @@ def encode(x: object, **options: Any) -> bytes:
         (data,), nans = encode_on_device(batch, png_options)
         warn_nans(nans, batch.source.description)
         return data
+    extremes = host_extremes(batch) if png_options.record else None
     batch = batch.to_host()
-    image, nans = batch.grid_image() if batch.writes_grid else batch.image(0)
+    data, nans = encode_image(batch, 0, png_options, extremes[0] if extremes else None)
     warn_nans(nans + batch.nan_count, batch.source.description)
-    return encode_png(image, compression=png_options.compression, text=png_options.metadata)
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,10 +388,18 @@ def run_all(tasks: Sequence[Callable[[], Any]], workers: int | None) -> list[Any
             pool.shutdown(wait=True)
 
 
-def encode_image(batch: Batch, index: int, png_options: PNGOptions) -> tuple[bytes, int]:
-    """Convert and encode image ``index`` of a host batch (the grid when the batch is one)."""
+def encode_image(
+    batch: Batch, index: int, png_options: PNGOptions, extremes: Extremes | None = None
+) -> tuple[bytes, int]:
+    """Convert and encode image ``index`` of a host batch (the grid when the batch is one).
+
+    ``extremes``: the image's finite min and max for the record, when ``batch`` holds
+    converted samples rather than the caller's values.
+    """
     image, nans = batch.grid_image() if batch.writes_grid else batch.image(index)
-    return encode_png(image, compression=png_options.compression, text=png_options.metadata), nans
+    position = index if batch.layout.batched and not batch.writes_grid else None
+    text = png_options.texts(batch, position, extremes)
+    return encode_png(image, compression=png_options.compression, text=text), nans
 
 
 def save(
@@ -382,10 +441,11 @@ def save(
         )
         warn_nans(device_nans, batch.source.description)
         return paths
+    extremes = host_extremes(batch) if png_options.record else None
     batch = batch.to_host()
 
     def task(index: int) -> int:
-        data, nans = encode_image(batch, index, png_options)
+        data, nans = encode_image(batch, index, png_options, extremes[index] if extremes else None)
         write_atomic(paths[index], data, overwrite=overwrite)
         return nans
 

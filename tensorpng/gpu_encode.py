@@ -24,7 +24,7 @@ where the zlib header and the PNG chunks and CRC-32 are added (:mod:`tensorpng.p
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -336,11 +336,14 @@ def deflate_batch(stream: Any) -> tuple[Any, Any, Any]:
     return packed, (total_bits + 7) // 8, _adler32(stream, torch)
 
 
-def encode_batch(samples: Any, *, text: Mapping[str, str] | None = None) -> list[bytes]:
+def encode_batch(
+    samples: Any, *, text: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None
+) -> list[bytes]:
     """Encode ``N x H x W x C`` uint8/uint16 torch samples (any device) as N PNG files.
 
     The filter, Huffman coding, bit packing and Adler-32 run where the samples are; only
-    the compressed bytes are copied to the host.
+    the compressed bytes are copied to the host. ``text``: chunks for every file, or a
+    sequence with each file's own.
     """
     torch = torch_module()
     if torch is None or not isinstance(samples, torch.Tensor):
@@ -362,13 +365,16 @@ def encode_batch(samples: Any, *, text: Mapping[str, str] | None = None) -> list
     adler_host = adler.cpu().numpy()
     bit_depth = 8 * samples.element_size()
     header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, COLOR_TYPES[channels], 0, 0, 0))
-    texts = b"".join(text_chunk(key, value) for key, value in (text or {}).items())
+    per_file = list(text) if isinstance(text, Sequence) else [text] * count
+    if len(per_file) != count:
+        raise ValueError(f"got {len(per_file)} text mappings for {count} images")
     results = []
     start = 0
     for index, size in enumerate(counts.tolist()):
         deflated = payload[start : start + size]
         start += size
         idat = b"".join((ZLIB_HEADER, deflated.tobytes(), struct.pack(">I", int(adler_host[index]))))
+        texts = b"".join(text_chunk(key, value) for key, value in (per_file[index] or {}).items())
         results.append(b"".join((PNG_SIGNATURE, header, texts, chunk(b"IDAT", idat), chunk(b"IEND"))))
     return results
 

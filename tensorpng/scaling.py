@@ -125,6 +125,10 @@ class Plan:
     gain: Any = None
     offset: Any = None
     compute_dtype: str = "float32"
+    # the values mapped to 0 and to the maximum, ``(N or 1, 1)`` (affine mode): value_range's,
+    # or each image's (the batch's) finite min and max for scale= (equal for constant images)
+    low: Any = None
+    high: Any = None
 
     @property
     def out_dtype(self) -> type[np.unsignedinteger[Any]]:
@@ -220,7 +224,8 @@ def make_plan(x: Any, dtype_name: str, options: ScaleOptions, description: str) 
         low, high = options.value_range or (0.0, 1.0)
         gain = std * (max_value / (high - low))
         offset = (mean - low) * (max_value / (high - low)) + 0.5
-        return Plan("affine", bits, gain[None], offset[None], compute_dtype)
+        ends = np.array([[low]]), np.array([[high]])
+        return Plan("affine", bits, gain[None], offset[None], compute_dtype, *ends)
     # Per-image (or batch) min/max of the denormalized values x * std + mean, finite only.
     xf = x if is_float else x.astype(np.float64) if isinstance(x, np.ndarray) else x.double()
     raw_min, raw_max = _finite_min_max(xf, (1, 2))  # (N, C)
@@ -231,6 +236,7 @@ def make_plan(x: Any, dtype_name: str, options: ScaleOptions, description: str) 
     low, high = _reduce(low_c, -1, largest=False), _reduce(high_c, -1, largest=True)
     if options.scale == "batch":
         low, high = _reduce(low, 0, largest=False), _reduce(high, 0, largest=True)
+    true_low, true_high = low, high
     varies = high > low  # False for constant or all-NaN images: those map to 0
     # Scalars, not ``low * 0``: an all-NaN/inf image has low = inf, and inf * 0 is NaN (and
     # a NumPy "invalid value" warning).
@@ -239,7 +245,7 @@ def make_plan(x: Any, dtype_name: str, options: ScaleOptions, description: str) 
     factor = _where(varies, max_value / span, 0.0)
     gain = std_[None] * factor
     offset = (mean_[None] - low) * factor + 0.5
-    return Plan("affine", bits, gain, offset, compute_dtype)
+    return Plan("affine", bits, gain, offset, compute_dtype, true_low, true_high)
 
 
 def _where(condition: Any, a: Any, b: Any) -> Any:

@@ -34,14 +34,15 @@ from .errors import OptionError, PathError, QueueFullError, TensorPNGError
 from .files import (
     PNGOptions,
     default_workers,
+    encode_device_samples,
     encode_image,
     format_template,
     prepare_for,
     split_options,
     template_fields,
 )
-from .gpu_encode import encode_batch
 from .layout import as_nhwc
+from .metadata import device_extremes
 from .sinks import Sink, open_sink
 
 OnFull = Literal["block", "drop", "error"]
@@ -168,6 +169,9 @@ class _Job:
     ready_lock: Any = None
     device_samples: Any = None  # converted samples on the device, for the torch encoder
     files: list[bytes] | None = None  # PNG bytes made by the torch encoder
+    host_extremes: Any = None  # pinned copies of a device batch's per-image min and max
+    extremes: Any = None  # per-file (min, max) pairs for the mapping record
+    device_extremes: Any = None  # per-image min and max on the device (torch encoder)
     encode_share: float = 0.0  # the torch encoder's seconds per image
 
 
@@ -448,6 +452,14 @@ class Writer:
         pinned.copy_(samples, non_blocking=True)
         host_nans = torch.empty((), dtype=torch.int64, pin_memory=samples.is_cuda)
         host_nans.copy_(nans, non_blocking=True)
+        extremes = None
+        if png_options.record:  # the record's min/max: of the values, gone once converted
+            extremes = [
+                torch.empty(value.shape, dtype=value.dtype, pin_memory=samples.is_cuda).copy_(
+                    value, non_blocking=True
+                )
+                for value in device_extremes(batch.images)
+            ]
         event = None
         if samples.is_cuda:
             event = torch.cuda.Event()
@@ -459,6 +471,9 @@ class Writer:
             host, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, pinned)
         )
         job.event, job.device_nans, job.ready_lock = event, host_nans, threading.Lock()
+        job.host_extremes = extremes
+        if event is None:
+            job.ready = True
         return job
 
     def _capture_for_device_encoder(
@@ -470,6 +485,8 @@ class Writer:
         samples, nans = batch.convert_on_device()
         job = _Job(batch, names, png_options, overwrite, nbytes, len(names), lambda: None)
         job.device_samples, job.device_nans = samples, nans
+        if png_options.record:
+            job.device_extremes = device_extremes(batch.images)
         if samples.is_cuda:
             job.event = torch.cuda.Event()
             job.event.record(torch.cuda.current_stream(samples.device))
@@ -481,15 +498,18 @@ class Writer:
         try:
             start = time.perf_counter()
             samples = job.device_samples
+            low, high = job.device_extremes or (None, None)
             if job.event is not None:
                 stream = torch.cuda.Stream(samples.device)
                 stream.wait_event(job.event)
-                samples.record_stream(stream)  # the caller's stream may reuse it only after us
+                for tensor in (samples, job.device_nans, low, high):
+                    if tensor is not None:  # the caller's stream may reuse them only after us
+                        tensor.record_stream(stream)
                 with torch.cuda.stream(stream):
-                    files = encode_batch(samples, text=job.png_options.metadata)
+                    files = encode_device_samples(job.batch, samples, job.png_options, low, high)
                     nans = int(job.device_nans.item())
             else:
-                files = encode_batch(samples, text=job.png_options.metadata)
+                files = encode_device_samples(job.batch, samples, job.png_options, low, high)
                 nans = int(job.device_nans.item())
             job.files, job.device_samples = files, None
             job.encode_share = (time.perf_counter() - start) / len(files)
@@ -502,7 +522,8 @@ class Writer:
             self._pool.submit(self._run, job, index)
 
     def _wait_ready(self, job: _Job) -> None:
-        if job.event is None or job.ready:
+        if job.ready or job.event is None:
+            self._read_extremes(job)
             return
         with job.ready_lock:
             if not job.ready:
@@ -511,6 +532,18 @@ class Writer:
                 if nans:
                     warn_nans(nans, job.batch.source.description)
                 job.ready = True
+
+    @staticmethod
+    def _read_extremes(job: _Job) -> None:
+        """Turn the pinned copies of a device batch's min/max into per-file pairs (once)."""
+        if job.host_extremes is None or job.extremes is not None:
+            return
+        pairs = list(zip(job.host_extremes[0].tolist(), job.host_extremes[1].tolist(), strict=True))
+        if job.batch.writes_grid:
+            lows = [low for low, _ in pairs if low is not None and math.isfinite(low)]
+            highs = [high for _, high in pairs if high is not None and math.isfinite(high)]
+            pairs = [(min(lows, default=None), max(highs, default=None))]
+        job.extremes = pairs
 
     def _run(self, job: _Job, index: int) -> None:
         written = 0
@@ -523,8 +556,10 @@ class Writer:
                 encode_seconds = job.encode_share
             else:
                 self._wait_ready(job)
+                self._read_extremes(job)
                 start = time.perf_counter()
-                data, nans = encode_image(job.batch, index, job.png_options)
+                extremes = job.extremes[index] if job.extremes else None
+                data, nans = encode_image(job.batch, index, job.png_options, extremes)
                 encode_seconds = time.perf_counter() - start
             middle = time.perf_counter()
             written = self._sink.write(job.names[index], data, job.overwrite)

@@ -246,7 +246,7 @@ def test_writer_device_encoder_errors_reach_the_caller(
     def broken(samples: torch.Tensor, *, text: object = None) -> list[bytes]:
         raise RuntimeError("device encoder failed")
 
-    monkeypatch.setattr(tensorpng.writer, "encode_batch", broken)
+    monkeypatch.setattr(gpu_encode, "encode_batch", broken)
     writer = tensorpng.Writer(tmp_path)
     writer.save(torch.zeros(2, 1, 4, 4), "{index}.png", encoder="device")
     with pytest.raises(tensorpng.TensorPNGError, match="device encoder failed"):
