@@ -21,6 +21,7 @@ from .errors import (
     WriteError,
 )
 from .files import encode, save
+from .load import DecodeError, load
 from .png import encode_png
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
 from .writer import Writer, WriterStats
@@ -29,6 +30,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "DTypeError",
+    "DecodeError",
     "OptionError",
     "PathError",
     "QueueFullError",
@@ -42,6 +44,7 @@ __all__ = [
     "__version__",
     "encode",
     "encode_png",
+    "load",
     "save",
     "to_array",
 ]
