@@ -4,8 +4,8 @@ The heavy work is two calls that release the GIL: NumPy's element-wise ufuncs (t
 filters) and the deflate of the filtered bytes (ISA-L through ``isal`` by default, the
 standard ``zlib`` module when ``isal`` cannot be imported, libdeflate through ``deflate``
 for ``compression="small"`` when installed). The framing around the deflate stream
-(signature, IHDR, optional text chunks, IDAT, IEND, CRC-32) is written here, following the
-PNG specification (ISO/IEC 15948, W3C PNG 3rd edition).
+(signature, IHDR, optional text chunks, PLTE for palette images, IDAT, IEND, CRC-32) is
+written here, following the PNG specification (ISO/IEC 15948, W3C PNG 3rd edition).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 
-from .errors import DTypeError, OptionError, ShapeError
+from .errors import DTypeError, OptionError, ShapeError, ValueRangeError
 
 _isal_zlib: ModuleType | None
 _igzip_lib: ModuleType | None
@@ -368,13 +368,44 @@ def encode_png(
         The bytes of a complete PNG file.
     """
     check_image(image)
-    if compression not in COMPRESSIONS:
-        raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    _check_compression(compression)
     channels = 1 if image.ndim == 2 else image.shape[2]
     height, width = image.shape[:2]
-    bit_depth = 8 * image.dtype.itemsize
-    data = _sample_bytes(image)
-    bpp = channels * image.dtype.itemsize
+    return _encode_scanlines(
+        _sample_bytes(image),
+        channels * image.dtype.itemsize,
+        width=width,
+        height=height,
+        bit_depth=8 * image.dtype.itemsize,
+        color_type=COLOR_TYPES[channels],
+        compression=compression,
+        text=text,
+    )
+
+
+def _check_compression(compression: str) -> None:
+    if compression not in COMPRESSIONS:
+        raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+
+
+def _encode_scanlines(
+    data: np.ndarray,
+    bpp: int,
+    *,
+    width: int,
+    height: int,
+    bit_depth: int,
+    color_type: int,
+    compression: Compression,
+    text: Mapping[str, str] | None,
+    before_idat: tuple[bytes, ...] = (),
+) -> bytes:
+    """A PNG file from ``data``, the ``H x n`` uint8 scanline bytes without filter bytes.
+
+    ``bpp`` is the filter's byte distance (bytes per complete pixel, at least 1), the other
+    keywords the IHDR fields; ``before_idat`` are complete chunks (e.g. ``PLTE``) written
+    after IHDR and the text chunks, before the image data.
+    """
     if compression == "fast":
         compressed = _deflate_fast(*_filtered_fast(data, bpp))
     elif compression == "small":
@@ -384,11 +415,120 @@ def encode_png(
         raw[:, 0] = FILTER_NONE
         raw[:, 1:] = data
         compressed = zlib.compress(raw.data, 0)
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, COLOR_TYPES[channels], 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     parts: list[bytes | memoryview] = [PNG_SIGNATURE, chunk(b"IHDR", header)]
     parts.extend(text_chunk(key, value) for key, value in (text or {}).items())
+    parts.extend(before_idat)
     view = memoryview(compressed)
     for start in range(0, max(len(view), 1), _IDAT_SPLIT):
         parts.extend(_chunk_parts(b"IDAT", view[start : start + _IDAT_SPLIT]))
     parts.append(chunk(b"IEND"))
     return b"".join(parts)
+
+
+COLOR_TYPE_INDEXED = 3
+INDEXED_BIT_DEPTHS: tuple[int, ...] = (1, 2, 4, 8)
+
+
+def _indexed_bit_depth(labels_max: int) -> int:
+    """The smallest PNG palette bit depth (1, 2, 4 or 8) whose indices reach ``labels_max``."""
+    for depth in INDEXED_BIT_DEPTHS:
+        if labels_max < 1 << depth:
+            return depth
+    raise ValueRangeError(f"palette PNGs hold labels 0..255, got a maximum label of {labels_max}")
+
+
+def _pack_indices(labels: np.ndarray, depth: int) -> np.ndarray:
+    """``H x W`` uint8 indices below ``2**depth`` as ``H x ceil(W*depth/8)`` scanline bytes.
+
+    Pixels are packed most significant bits first, several to a byte for depths under 8;
+    the last byte of each row is padded with zero bits (PNG spec 7.2).
+    """
+    if depth == 8:
+        return np.ascontiguousarray(labels)
+    if depth == 1:
+        return np.packbits(labels, axis=1)  # nonzero -> 1; indices are 0 or 1 here
+    per_byte = 8 // depth
+    height, width = labels.shape
+    padded = np.zeros((height, -(-width // per_byte) * per_byte), dtype=np.uint8)
+    padded[:, :width] = labels
+    groups = padded.reshape(height, -1, per_byte)
+    packed = groups[:, :, 0] << np.uint8(8 - depth)
+    for slot in range(1, per_byte):
+        packed |= groups[:, :, slot] << np.uint8(8 - depth * (slot + 1))
+    return packed
+
+
+def encode_indexed_png(
+    labels: np.ndarray,
+    palette: np.ndarray,
+    *,
+    compression: Compression = "fast",
+    text: Mapping[str, str] | None = None,
+) -> bytes:
+    """Encode a label map as an indexed-colour (palette) PNG, colour type 3.
+
+    Args:
+        labels: ``H x W`` uint8 array of palette indices.
+        palette: ``P x 3`` uint8 RGB array, 1 <= P <= 256 (see
+            :func:`tensorpng.palettes.resolve_palette` for named palettes).
+        compression: as for :func:`encode_png`; the filters work on the packed bytes.
+        text: optional metadata, as for :func:`encode_png`.
+
+    The bit depth is the smallest of 1, 2, 4, 8 that holds ``labels.max()``; rows are packed
+    several pixels to a byte below depth 8. ``PLTE`` holds the first ``min(P, 2**depth)``
+    palette entries; a label with no entry there raises :class:`ValueRangeError`.
+
+    Returns:
+        The bytes of a complete PNG file.
+    """
+    if not isinstance(labels, np.ndarray):
+        raise DTypeError(f"encode_indexed_png takes labels as a numpy.ndarray, got {type(labels).__name__}")
+    if labels.dtype != np.uint8:
+        raise DTypeError(
+            f"palette PNG labels are uint8 indices, got an array of dtype {labels.dtype} "
+            f"and shape {tuple(labels.shape)}"
+        )
+    if labels.ndim != 2:
+        raise ShapeError(f"palette PNG labels are an H x W array, got shape {tuple(labels.shape)}")
+    height, width = labels.shape
+    if height == 0 or width == 0:
+        raise ShapeError(f"a PNG image needs at least one pixel, got labels of shape {tuple(labels.shape)}")
+    if height > MAX_DIMENSION or width > MAX_DIMENSION:
+        raise ShapeError(
+            f"PNG width and height are at most 2**31-1, got labels of shape {tuple(labels.shape)}"
+        )
+    if not isinstance(palette, np.ndarray):
+        raise DTypeError(
+            f"encode_indexed_png takes the palette as a numpy.ndarray, got {type(palette).__name__}"
+        )
+    if palette.dtype != np.uint8:
+        raise DTypeError(
+            f"a palette is a P x 3 uint8 RGB array, got dtype {palette.dtype} "
+            f"and shape {tuple(palette.shape)}"
+        )
+    if palette.ndim != 2 or palette.shape[1] != 3 or not 1 <= palette.shape[0] <= 256:
+        raise ShapeError(
+            f"a palette is a P x 3 RGB array with 1 <= P <= 256, got shape {tuple(palette.shape)}"
+        )
+    _check_compression(compression)
+    labels_max = int(labels.max())
+    depth = _indexed_bit_depth(labels_max)
+    entries = min(palette.shape[0], 1 << depth)
+    if labels_max >= entries:
+        raise ValueRangeError(
+            f"the labels reach {labels_max} but the palette has {palette.shape[0]} entries "
+            f"(indices 0..{palette.shape[0] - 1})"
+        )
+    plte = chunk(b"PLTE", np.ascontiguousarray(palette[:entries]).tobytes())
+    return _encode_scanlines(
+        _pack_indices(labels, depth),
+        1,
+        width=width,
+        height=height,
+        bit_depth=depth,
+        color_type=COLOR_TYPE_INDEXED,
+        compression=compression,
+        text=text,
+        before_idat=(plte,),
+    )
