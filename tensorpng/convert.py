@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from .arrays import SourceArray, as_source
-from .errors import OptionError
+from .colormaps import apply_colormap, apply_colormap_torch, colormap_table
+from .errors import DTypeError, OptionError, ShapeError
 from .grid import check_grid_options, make_grid
 from .layout import Layout, as_nhwc, parse_layout, resolve_layout
+from .palettes import PaletteSpec, resolve_palette
 from .scaling import Plan, ScaleOptions, convert_batch_on_device, convert_image, make_plan
 
 
@@ -33,6 +35,8 @@ class ImageOptions:
     nrow: int = 8
     padding: int = 2
     pad_value: float = 0.0
+    cmap: str | None = None
+    palette: PaletteSpec | None = None
 
     @classmethod
     def parse(
@@ -48,12 +52,30 @@ class ImageOptions:
         nrow: int = 8,
         padding: int = 2,
         pad_value: float = 0.0,
+        cmap: str | None = None,
+        palette: PaletteSpec | None = None,
     ) -> ImageOptions:
         check_grid_options(nrow, padding, pad_value)
         if not isinstance(grid, bool):
             raise OptionError(f"grid must be True or False, got {grid!r}")
         scaling = ScaleOptions.parse(mean=mean, std=std, value_range=value_range, scale=scale, bits=bits)
-        return cls(parse_layout(layout), scaling, grid, nrow, padding, float(pad_value))
+        if palette is False:
+            palette = None
+        if cmap is not None:
+            if not isinstance(cmap, str):
+                raise OptionError(f"cmap is a colormap name such as 'viridis', got {cmap!r}")
+            colormap_table(cmap)  # unknown names and a missing package fail here, early
+            cmap = cmap.lower()
+            if scaling.bits == 16:
+                raise OptionError("cmap= writes 8-bit RGB; drop bits=16 (or drop cmap= for 16-bit gray)")
+        if palette is not None:
+            if cmap is not None:
+                raise OptionError("pass either cmap= (for values) or palette= (for integer labels), not both")
+            if scaling.maps_values or scaling.bits == 16:
+                raise OptionError(
+                    "palette= writes integer labels as they are: drop mean/std/value_range/scale/bits"
+                )
+        return cls(parse_layout(layout), scaling, grid, nrow, padding, float(pad_value), cmap, palette)
 
 
 def warn_nans(count: int, description: str) -> None:
@@ -80,6 +102,12 @@ class Batch:
     plan: Plan
     options: ImageOptions
     nan_count: int = 0
+    converted: bool = False  # ``images`` holds final samples (colormap applied), not values
+    palette_table: np.ndarray | None = None  # P x 3 uint8 for palette PNGs
+
+    @property
+    def colormap(self) -> str | None:
+        return self.options.cmap
 
     @property
     def count(self) -> int:
@@ -98,8 +126,12 @@ class Batch:
         return self.options.grid and self.layout.batched
 
     def convert_on_device(self) -> tuple[Any, Any]:
-        """Device inputs: the converted ``N x H x W x C`` samples and a NaN count, on the device."""
-        return convert_batch_on_device(self.plan, self.images)
+        """Device inputs: the converted ``N x H x W x C`` samples and a NaN count, on the device
+        (``C`` = 3 after a colormap)."""
+        samples, nans = convert_batch_on_device(self.plan, self.images)
+        if self.colormap is not None:
+            samples = apply_colormap_torch(samples[..., 0], self.colormap).contiguous()
+        return samples, nans
 
     def to_host(self) -> Batch:
         """This batch with its samples converted and on the host (a no-op for host inputs)."""
@@ -109,13 +141,18 @@ class Batch:
         return self.with_host_samples(samples.cpu().numpy(), int(nans.item()))
 
     def with_host_samples(self, samples: np.ndarray, nan_count: int) -> Batch:
-        """A host batch holding already converted ``N x H x W x C`` samples."""
-        return Batch(self.source, self.layout, samples, Plan("copy", self.plan.bits), self.options, nan_count)
+        """A host batch holding already converted ``N x H x W x C`` samples (same plan)."""
+        return replace(self, images=samples, nan_count=nan_count, converted=True)
 
     def image(self, index: int) -> tuple[np.ndarray, int]:
         """Image ``index`` as ``H x W x C`` C-contiguous samples, and its NaN count (host only)."""
         assert not self.on_device, "call to_host() first"
-        return convert_image(self.plan, self.images[index], index)
+        if self.converted:
+            return np.ascontiguousarray(self.images[index]), 0
+        samples, nans = convert_image(self.plan, self.images[index], index)
+        if self.colormap is not None:
+            samples = apply_colormap(samples[..., 0], self.colormap)
+        return samples, nans
 
     def grid_image(self) -> tuple[np.ndarray, int]:
         """The whole batch tiled into one ``H' x W' x C`` image, and the NaN count."""
@@ -140,7 +177,25 @@ def prepare(x: object, options: ImageOptions, *, keep_torch: bool = False) -> Ba
     layout = resolve_layout(source.shape, options.layout, source.channels_first, source.description)
     images = as_nhwc(source.data, layout)
     plan = make_plan(images, source.dtype_name, options.scaling, source.description)
-    return Batch(source, layout, images, plan, options)
+    channels = int(images.shape[-1])
+    if (options.cmap is not None or options.palette is not None) and channels != 1:
+        what = "cmap=" if options.cmap is not None else "palette="
+        raise ShapeError(
+            f"{what} colors single-channel images, but {source.description} has {channels} channels "
+            f"(layout {layout.name}); select one (x[:, :1]) or pass the right layout="
+        )
+    table = None
+    if options.palette is not None:
+        kind = source.dtype_name
+        if not (kind == "bool" or kind.startswith(("int", "uint"))):
+            raise DTypeError(
+                f"palette= takes integer labels, got {source.description}; "
+                "cast to an integer type (x.long()), or use cmap= for values"
+            )
+        labels_max = int(images.max())  # reads the labels (a device sync for CUDA tensors)
+        table = resolve_palette(options.palette, labels_max)
+        plan = Plan("copy", 8)  # labels as they are (bool too: 0 and 1, not 0 and 255)
+    return Batch(source, layout, images, plan, options, palette_table=table)
 
 
 def to_array(x: object, **options: Any) -> np.ndarray:

@@ -28,7 +28,7 @@ from .arrays import describe, is_torch_tensor
 from .convert import Batch, ImageOptions, prepare, warn_nans
 from .errors import OptionError, PathError, TargetExistsError, WriteError
 from .metadata import METADATA_KEY, device_extremes, mapping_record, text_chunks
-from .png import COMPRESSIONS, Compression, encode_png, text_chunk
+from .png import COMPRESSIONS, Compression, encode_indexed_png, encode_png, text_chunk
 
 Extremes = tuple[float | None, float | None]
 
@@ -97,8 +97,11 @@ def prepare_for(x: object, image_options: ImageOptions, png_options: PNGOptions)
         if png_options.compression != "fast":
             raise OptionError("encoder='device' has one compression setting; pass compression='fast'")
         batch = prepare(x, image_options, keep_torch=True)
-        if batch.writes_grid:
-            raise OptionError("encoder='device' writes one file per image; grids use encoder='cpu'")
+        if batch.writes_grid or batch.palette_table is not None:
+            raise OptionError(
+                "encoder='device' writes one RGB/gray file per image; "
+                "grids and palette PNGs use encoder='cpu'"
+            )
         return batch, True
     batch = prepare(x, image_options)
     device = (
@@ -106,6 +109,7 @@ def prepare_for(x: object, image_options: ImageOptions, png_options: PNGOptions)
         and batch.on_device
         and png_options.compression == "fast"
         and not batch.writes_grid
+        and batch.palette_table is None
     )
     return batch, device
 
@@ -399,6 +403,11 @@ def encode_image(
     image, nans = batch.grid_image() if batch.writes_grid else batch.image(index)
     position = index if batch.layout.batched and not batch.writes_grid else None
     text = png_options.texts(batch, position, extremes)
+    if batch.palette_table is not None:
+        labels = image[..., 0]
+        return encode_indexed_png(
+            labels, batch.palette_table, compression=png_options.compression, text=text
+        ), nans
     return encode_png(image, compression=png_options.compression, text=text), nans
 
 

@@ -146,15 +146,24 @@ def _as_indices(image: np.ndarray, table: np.ndarray) -> np.ndarray:
     return found[inverse].reshape(image.shape[:2])
 
 
-def _undo_mapping(samples: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
+def read_palette(data: bytes) -> np.ndarray | None:
+    """The ``P x 3`` uint8 colors of a file's PLTE chunk, if it has one."""
+    for kind, body in iter_chunks(data):
+        if kind == b"PLTE":
+            return np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
+    return None
+
+
+def _undo_mapping(samples: np.ndarray, entry: dict[str, Any], palette: np.ndarray | None) -> np.ndarray:
     """Values in the caller's original space from decoded samples and their record."""
     mapping = entry.get("mapping")
     bits = int(entry.get("bits") or 8)
     maximum = float((1 << bits) - 1)
     dtype = str(entry.get("dtype", "float32"))
     if mapping == "palette":
-        table = np.asarray(entry["palette_colors"], dtype=np.uint8)
-        labels = _as_indices(samples, table) if samples.ndim == 3 else samples
+        if palette is None:
+            raise DecodeError("the record says palette but the file has no PLTE chunk")
+        labels = _as_indices(samples, palette) if samples.ndim == 3 else samples
         return labels.astype(_numpy_dtype(dtype, fallback="int64"))
     if mapping == "colormap":
         from .colormaps import colormap_table
@@ -225,9 +234,9 @@ def load(path: str | os.PathLike[str], *, as_tensor: bool | None = None) -> Any:
         values = samples
         layout = "CHW" if torch_wanted and samples.ndim == 3 else ("HWC" if samples.ndim == 3 else "HW")
     else:
-        values = _undo_mapping(samples, entry)
+        values = _undo_mapping(samples, entry, read_palette(data))
         layout = str(entry.get("layout", "HWC")).replace("N", "")
-        if entry.get("grid") or entry.get("mapping") == "colormap":
+        if entry.get("grid"):
             layout = "HWC" if values.ndim == 3 else "HW"
     if values.ndim == 3 and layout == "CHW":
         values = np.ascontiguousarray(values.transpose(2, 0, 1))

@@ -106,6 +106,10 @@ def mapping_record(
         "min": _number(extremes[0]) if extremes else None,
         "max": _number(extremes[1]) if extremes else None,
     }
+    if batch.colormap is not None:
+        entry["mapping"], entry["cmap"] = "colormap", batch.colormap
+    if batch.palette_table is not None:
+        entry["mapping"] = "palette"  # the colors are in the file's PLTE chunk
     if batch.writes_grid:
         entry["grid"] = {"count": batch.count, "nrow": batch.options.nrow, "padding": batch.options.padding}
         entry["per_image_range"] = options.scale == "image" and batch.count > 1
