@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid", action="store_true", help="one grid per array instead of one file per image"
     )
     convert.add_argument("--nrow", type=int, default=8, help="images per grid row (default 8)")
+    convert.add_argument("--cmap", help="colormap for single-channel arrays (viridis, magma, turbo, ...)")
+    convert.add_argument("--palette", help="write integer label maps as palette PNGs (voc)")
     convert.add_argument(
         "--name",
         help=f"file name template; fields: key, index, file (default {DEFAULT_NAME!r}, with --grid "
@@ -109,6 +111,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "bits": args.bits,
         "grid": args.grid,
         "nrow": args.nrow,
+        "cmap": args.cmap,
+        "palette": args.palette,
     }
     return {k: v for k, v in options.items() if v is not None}
 
