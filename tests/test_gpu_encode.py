@@ -281,3 +281,14 @@ def test_device_encoder_option_errors(
     with pytest.raises(tensorpng.OptionError, match=match):
         tensorpng.save(x, tmp_path / "x.png", **options)
     assert not list(tmp_path.iterdir())
+
+
+def test_large_batches_are_encoded_in_bounded_passes(
+    monkeypatch: pytest.MonkeyPatch, photo: np.ndarray
+) -> None:
+    crops = np.stack([photo[i * 20 : i * 20 + 40, :50] for i in range(5)])
+    whole = encode_batch(torch.from_numpy(crops))
+    monkeypatch.setattr(gpu_encode, "MAX_ELEMENTS_PER_PASS", 2 * 40 * 151)  # two images a pass
+    passes = encode_batch(torch.from_numpy(crops))
+    assert passes == whole
+    assert [decode_imagecodecs(data).tolist() for data in passes] == crops.tolist()
