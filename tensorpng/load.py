@@ -44,24 +44,45 @@ def iter_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
             return
 
 
+def _crc_ok(data: bytes, offset: int, kind: bytes, body: bytes) -> bool:
+    """Whether the CRC stored after the chunk at ``offset`` matches its type and data."""
+    end = offset + 8 + len(body)
+    stored = data[end : end + 4]
+    return len(stored) == 4 and struct.unpack(">I", stored)[0] == zlib.crc32(kind + body)
+
+
 def read_text(data: bytes) -> dict[str, str]:
-    """The ``tEXt``, ``iTXt`` (and ``zTXt``) entries of a PNG file."""
+    """The ``tEXt``, ``iTXt`` (and ``zTXt``) entries of a PNG file.
+
+    Entries whose CRC does not match (or that do not decompress) are skipped, as PNG decoders
+    skip damaged ancillary chunks, except tensorpng's own record: a damaged record raises
+    :class:`DecodeError` rather than being read wrong or silently dropped.
+    """
     texts: dict[str, str] = {}
+    offset = len(PNG_SIGNATURE)
     for kind, body in iter_chunks(data):
-        if kind == b"tEXt":
-            key, _, value = body.partition(b"\x00")
-            texts[key.decode("latin-1")] = value.decode("latin-1")
-        elif kind == b"zTXt":
-            key, _, rest = body.partition(b"\x00")
-            texts[key.decode("latin-1")] = zlib.decompress(rest[1:]).decode("latin-1")
-        elif kind == b"iTXt":
-            key, _, rest = body.partition(b"\x00")
-            compressed, rest = rest[0], rest[2:]
-            _, _, rest = rest.partition(b"\x00")  # language tag
-            _, _, value = rest.partition(b"\x00")  # translated keyword
-            texts[key.decode("latin-1")] = (zlib.decompress(value) if compressed else value).decode("utf-8")
-        elif kind == b"IDAT":
+        start, offset = offset, offset + 12 + len(body)
+        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
             continue
+        key_bytes, _, rest = body.partition(b"\x00")
+        key = key_bytes.decode("latin-1")
+        try:
+            if not _crc_ok(data, start, kind, body):
+                raise ValueError("its CRC does not match")
+            if kind == b"tEXt":
+                value = rest.decode("latin-1")
+            elif kind == b"zTXt":
+                value = zlib.decompress(rest[1:]).decode("latin-1")
+            else:
+                compressed, rest = rest[0], rest[2:]
+                _, _, rest = rest.partition(b"\x00")  # language tag
+                _, _, text = rest.partition(b"\x00")  # translated keyword
+                value = (zlib.decompress(text) if compressed else text).decode("utf-8")
+        except (ValueError, IndexError, zlib.error) as error:
+            if key == METADATA_KEY:
+                raise DecodeError(f"the file's {METADATA_KEY!r} record is damaged ({error})") from None
+            continue
+        texts[key] = value
     return texts
 
 
@@ -96,7 +117,7 @@ def _opencv(data: bytes, depth: int, color: int) -> np.ndarray:
 
 def _pillow(data: bytes, depth: int, color: int) -> np.ndarray:
     if depth == 16 and color != 0:
-        raise DecodeError("Pillow reads 16-bit color PNGs as 8-bit")
+        raise DecodeError("Pillow reads 16-bit color PNGs as 8-bit, so it does not read them")
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
@@ -112,10 +133,15 @@ DECODERS: tuple[tuple[str, Callable[[bytes, int, int], np.ndarray], str], ...] =
 )
 
 
+# Every decoder's install command, kept apart from DECODERS so that an error can name the
+# decoders that would read a file even when only some are tried.
+INSTALL_HINTS: dict[str, str] = {module: hint for module, _, hint in DECODERS}
+
+
 def decode(data: bytes) -> np.ndarray:
     """Decode PNG bytes to ``H x W`` or ``H x W x C`` uint8/uint16 (palette images as RGB)."""
     depth, color = _header(data)
-    failures = []
+    failures, refused = [], set()
     for module, function, hint in DECODERS:
         try:
             return function(data, depth, color)
@@ -123,27 +149,55 @@ def decode(data: bytes) -> np.ndarray:
             failures.append(f"{module} is not installed ({hint})")
         except DecodeError as error:
             failures.append(f"{module}: {error}")
+            refused.add(module)
         except Exception as error:  # a decoder's own error: a corrupt file
             raise DecodeError(f"cannot decode the PNG ({module}: {error})") from error
-    raise DecodeError("no PNG decoder could read the file: " + "; ".join(failures))
+    others = [hint for module, hint in INSTALL_HINTS.items() if module not in refused]
+    advice = f"; install a decoder that reads it: {' or '.join(others)}" if others else ""
+    raise DecodeError("no PNG decoder could read the file: " + "; ".join(failures) + advice)
 
 
-def _as_indices(image: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Map RGB pixels back to the index of their nearest color in ``table`` (K x 3 uint8)."""
-    rgb = image[..., :3].reshape(-1, 3).astype(np.int32)
+def _table_positions(image: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """The position in ``table`` (K x 3 uint8) of each RGB pixel's color, as float64.
+
+    A color the table holds more than once (colormaps whose neighbouring entries round to
+    the same bytes) maps to the mean of its positions, the middle of the values it stands
+    for; a color it lacks (an edited file) to its nearest table color's.
+    """
+    rgb = image[..., :3].reshape(-1, 3).astype(np.int64)
     keys = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    table32 = table.astype(np.int32)
-    table_keys = (table32[:, 0] << 16) | (table32[:, 1] << 8) | table32[:, 2]
+    table64 = table.astype(np.int64)
+    table_keys = (table64[:, 0] << 16) | (table64[:, 1] << 8) | table64[:, 2]
+    colors, which = np.unique(table_keys, return_inverse=True)
+    middle = np.bincount(which, weights=np.arange(len(table_keys))) / np.bincount(which)
     unique, inverse = np.unique(keys, return_inverse=True)
-    exact = {int(k): i for i, k in reversed(list(enumerate(table_keys.tolist())))}
-    colors = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], axis=1)
-    found = np.empty(len(unique), dtype=np.int64)
-    for slot, key in enumerate(unique.tolist()):
-        index = exact.get(key)
-        if index is None:  # not a table color (edited file): the nearest one
-            index = int(np.argmin(((table32 - colors[slot]) ** 2).sum(axis=1)))
-        found[slot] = index
-    return found[inverse].reshape(image.shape[:2])
+    slots = np.minimum(np.searchsorted(colors, unique), len(colors) - 1)
+    found = middle[slots]
+    for missing in np.flatnonzero(colors[slots] != unique).tolist():
+        pixel = np.array([(unique[missing] >> shift) & 255 for shift in (16, 8, 0)])
+        nearest = int(np.argmin(((table64 - pixel) ** 2).sum(axis=1)))
+        found[missing] = middle[which[nearest]]
+    return found[inverse.reshape(-1)].reshape(image.shape[:2])
+
+
+def _with_index_palette(data: bytes) -> bytes:
+    """``data`` with its PLTE colors replaced by ``(i, 0, 0)``: decoded, red is the index.
+
+    Decoders expand palette images to RGB, and a palette may repeat a color; this reads the
+    stored indices themselves through the same decoders.
+    """
+    offset = len(PNG_SIGNATURE)
+    for kind, body in iter_chunks(data):
+        if kind == b"PLTE":
+            count = len(body) // 3
+            colors = np.zeros((count, 3), dtype=np.uint8)
+            colors[:, 0] = np.arange(count)
+            fresh = colors.tobytes()
+            replacement = struct.pack(">I", len(fresh)) + kind + fresh
+            replacement += struct.pack(">I", zlib.crc32(kind + fresh))
+            return data[:offset] + replacement + data[offset + 12 + len(body) :]
+        offset += 12 + len(body)
+    raise DecodeError("the record says palette but the file has no PLTE chunk")
 
 
 def read_palette(data: bytes) -> np.ndarray | None:
@@ -154,21 +208,19 @@ def read_palette(data: bytes) -> np.ndarray | None:
     return None
 
 
-def _undo_mapping(samples: np.ndarray, entry: dict[str, Any], palette: np.ndarray | None) -> np.ndarray:
+def _undo_mapping(samples: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
     """Values in the caller's original space from decoded samples and their record."""
     mapping = entry.get("mapping")
     bits = int(entry.get("bits") or 8)
     maximum = float((1 << bits) - 1)
     dtype = str(entry.get("dtype", "float32"))
-    if mapping == "palette":
-        if palette is None:
-            raise DecodeError("the record says palette but the file has no PLTE chunk")
-        labels = _as_indices(samples, palette) if samples.ndim == 3 else samples
+    if mapping == "palette":  # ``samples`` are the indices (see _with_index_palette)
+        labels = samples[..., 0] if samples.ndim == 3 else samples
         return labels.astype(_numpy_dtype(dtype, fallback="int64"))
     if mapping == "colormap":
         from .colormaps import colormap_table
 
-        samples = _as_indices(samples, colormap_table(str(entry["cmap"]))).astype(np.uint8)
+        samples = _table_positions(samples, colormap_table(str(entry["cmap"])))
         maximum = 255.0
         mapping = "affine"
     if mapping == "copy":
@@ -195,6 +247,19 @@ def _undo_mapping(samples: np.ndarray, entry: dict[str, Any], palette: np.ndarra
         std = np.broadcast_to(np.asarray(entry.get("std") or [1.0], dtype=np.float64), (channels,))
         values = (values - mean) / std if values.ndim == 3 else (values - mean[0]) / std[0]
     return values.astype(_numpy_dtype(dtype, fallback="float32") if dtype.startswith("float") else np.float32)
+
+
+def _record(texts: dict[str, str]) -> dict[str, Any] | None:
+    """The file's mapping record, if it has one (DecodeError when it is not a JSON object)."""
+    if METADATA_KEY not in texts:
+        return None
+    try:
+        entry = json.loads(texts[METADATA_KEY])
+    except ValueError as error:
+        raise DecodeError(f"the file's {METADATA_KEY!r} record is not valid JSON ({error})") from None
+    if not isinstance(entry, dict):
+        raise DecodeError(f"the file's {METADATA_KEY!r} record is not a JSON object: {entry!r:.80}")
+    return entry
 
 
 def _numpy_dtype(name: str, fallback: str) -> np.dtype[Any]:
@@ -224,9 +289,10 @@ def load(path: str | os.PathLike[str], *, as_tensor: bool | None = None) -> Any:
         DecodeError: not a PNG, or no installed decoder can read it.
     """
     data = Path(path).read_bytes()
+    entry = _record(read_text(data))
+    if entry is not None and entry.get("mapping") == "palette":
+        data = _with_index_palette(data)
     samples = decode(data)
-    text = read_text(data)
-    entry = json.loads(text[METADATA_KEY]) if METADATA_KEY in text else None
     torch_wanted = as_tensor
     if as_tensor is None:
         torch_wanted = bool(entry and entry.get("framework") == "torch" and "torch" in sys.modules)
@@ -234,7 +300,7 @@ def load(path: str | os.PathLike[str], *, as_tensor: bool | None = None) -> Any:
         values = samples
         layout = "CHW" if torch_wanted and samples.ndim == 3 else ("HWC" if samples.ndim == 3 else "HW")
     else:
-        values = _undo_mapping(samples, entry, read_palette(data))
+        values = _undo_mapping(samples, entry)
         layout = str(entry.get("layout", "HWC")).replace("N", "")
         if entry.get("grid"):
             layout = "HWC" if values.ndim == 3 else "HW"

@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from types import TracebackType
 from typing import Any, Literal
@@ -429,7 +429,7 @@ class Writer:
         key = (source.shape, source.dtype.str, False)
         buffer = self._buffers.take(key, lambda: np.empty(source.shape, source.dtype))
         _copy(buffer, source)
-        captured = Batch(batch.source, batch.layout, as_nhwc(buffer, batch.layout), batch.plan, batch.options)
+        captured = replace(batch, images=as_nhwc(buffer, batch.layout))  # the copy, same plan
         return _Job(
             captured, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, buffer)
         )

@@ -434,3 +434,18 @@ def test_worker_threads_yield_cpu_to_the_caller(tmp_path: Path) -> None:
     assert thread.native_id is not None
     assert os.getpriority(os.PRIO_PROCESS, thread.native_id) > os.getpriority(os.PRIO_PROCESS, 0)
     writer.close()
+
+
+def test_writer_keeps_palette_and_colormap_options(tmp_path: Path) -> None:
+    labels = np.random.default_rng(0).integers(0, 4, (2, 8, 8)).astype(np.uint8)
+    depth = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 8, 8)
+    with Writer(tmp_path) as writer:
+        writer.save(labels, "seg{index}.png", palette="voc", layout="NHW")
+        writer.save(depth, "depth.png", cmap="magma")
+    from PIL import Image
+
+    with Image.open(tmp_path / "seg1.png") as image:
+        assert image.mode == "P"
+        assert np.array_equal(np.asarray(image), labels[1])
+    assert np.array_equal(read(tmp_path / "depth.png"), tensorpng.to_array(depth, cmap="magma"))
+    pngcheck(tmp_path / "seg0.png", tmp_path / "depth.png")
