@@ -9,6 +9,7 @@ name and a failed write leaves an older file intact.
 from __future__ import annotations
 
 import errno
+import inspect
 import itertools
 import math
 import os
@@ -86,7 +87,9 @@ class PNGOptions:
 
 
 ENCODERS = ("auto", "cpu", "device")
-_PNG_OPTION_NAMES = frozenset(("compression", "metadata", "encoder"))
+_PNG_OPTION_NAMES = frozenset(inspect.signature(PNGOptions.parse).parameters)
+# every option of save and encode but overwrite and workers (the names of both parsers)
+OPTION_NAMES = frozenset(inspect.signature(ImageOptions.parse).parameters) | _PNG_OPTION_NAMES
 
 
 def prepare_for(x: object, image_options: ImageOptions, png_options: PNGOptions) -> tuple[Batch, bool]:

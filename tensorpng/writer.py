@@ -32,6 +32,7 @@ from .arrays import torch_module
 from .convert import Batch, warn_nans
 from .errors import OptionError, PathError, QueueFullError, TensorPNGError
 from .files import (
+    OPTION_NAMES,
     PNGOptions,
     default_workers,
     encode_device_samples,
@@ -48,24 +49,7 @@ from .sinks import Sink, open_sink
 OnFull = Literal["block", "drop", "error"]
 DEFAULT_MAX_PENDING = 1 << 30  # 1 GiB of captured data (host copies or pinned buffers)
 
-_SAVE_OPTION_NAMES = frozenset(
-    (
-        "layout",
-        "mean",
-        "std",
-        "value_range",
-        "scale",
-        "bits",
-        "grid",
-        "nrow",
-        "padding",
-        "pad_value",
-        "compression",
-        "metadata",
-        "encoder",
-        "overwrite",
-    )
-)
+_SAVE_OPTION_NAMES = OPTION_NAMES | {"overwrite"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
