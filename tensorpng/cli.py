@@ -126,18 +126,26 @@ def _is_image_like(entry: Entry, options: ImageOptions) -> bool:
 
 
 class _Progress:
-    def __init__(self, enabled: bool) -> None:
+    """A tqdm bar over input files, with the images written so far (when tqdm is installed)."""
+
+    def __init__(self, enabled: bool, files: int) -> None:
         self.bar = None
+        self.images = 0
         if enabled:
             try:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(unit="img", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(total=files, unit="file", file=sys.stderr, dynamic_ncols=True)
 
-    def add(self, count: int) -> None:
+    def add_images(self, count: int) -> None:
+        self.images += count
         if self.bar is not None:
-            self.bar.update(count)
+            self.bar.set_postfix(images=self.images, refresh=False)
+
+    def file_done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -153,7 +161,7 @@ def convert(args: argparse.Namespace) -> int:
     inputs = sorted(set(args.inputs), key=str)
     several = len(inputs) > 1
     mine = inputs[rank::world]
-    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+    progress = _Progress(not args.quiet and sys.stderr.isatty(), len(mine))
     started = time.perf_counter()
     failures = files_written = bytes_written = images = 0
     for path in mine:
@@ -185,7 +193,7 @@ def convert(args: argparse.Namespace) -> int:
                 bytes_written += sum(p.stat().st_size for p in written)
                 count = int(entry.data.shape[0]) if prepare(entry.data, image_options).layout.batched else 1
                 images += count
-                progress.add(count)
+                progress.add_images(count)
         except (TensorPNGError, OSError) as error:
             failures += 1
             if args.debug:
@@ -193,6 +201,7 @@ def convert(args: argparse.Namespace) -> int:
 
                 traceback.print_exc()
             print(f"tensorpng: {path}: {error}", file=sys.stderr)
+        progress.file_done()
     progress.close()
     seconds = time.perf_counter() - started
     shard_note = f" (rank {rank} of {world})" if world > 1 else ""

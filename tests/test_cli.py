@@ -293,3 +293,47 @@ def test_sharding_with_slurm_variables(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
     assert sorted(p.parent.name for p in (tmp_path / "r0").rglob("*.png")) == ["s0", "s2"]
     assert sorted(p.parent.name for p in (tmp_path / "r1").rglob("*.png")) == ["s1"]
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100x24 terminal
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorpng",
+            "convert",
+            str(SAMPLE),
+            "-o",
+            str(tmp_path / "tty"),
+            "--imagenet",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert process.wait(timeout=120) == 0
+    os.close(leader)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "1/1" in shown and "images=8" in shown  # tqdm's bar over files
+    assert "1 of 1 inputs converted" in shown
+    piped = run_cli("convert", SAMPLE, "-o", tmp_path / "pipe", "--imagenet")
+    assert "1/1" not in piped.stderr  # not a terminal: the summary line only
+    quiet = run_cli("convert", SAMPLE, "-o", tmp_path / "quiet", "--imagenet", "-q")
+    assert quiet.stderr == ""
