@@ -18,7 +18,7 @@ import numpy as np
 
 from .arrays import SourceArray, as_source
 from .colormaps import apply_colormap, apply_colormap_torch, colormap_table
-from .errors import DTypeError, OptionError, ShapeError
+from .errors import DTypeError, OptionError, ShapeError, ValueRangeError
 from .grid import check_grid_options, make_grid
 from .layout import Layout, as_nhwc, parse_layout, resolve_layout
 from .palettes import PaletteSpec, resolve_palette
@@ -176,7 +176,6 @@ def prepare(x: object, options: ImageOptions, *, keep_torch: bool = False) -> Ba
     source = as_source(x, keep_torch=keep_torch)
     layout = resolve_layout(source.shape, options.layout, source.channels_first, source.description)
     images = as_nhwc(source.data, layout)
-    plan = make_plan(images, source.dtype_name, options.scaling, source.description)
     channels = int(images.shape[-1])
     if (options.cmap is not None or options.palette is not None) and channels != 1:
         what = "cmap=" if options.cmap is not None else "palette="
@@ -192,9 +191,16 @@ def prepare(x: object, options: ImageOptions, *, keep_torch: bool = False) -> Ba
                 f"palette= takes integer labels, got {source.description}; "
                 "cast to an integer type (x.long()), or use cmap= for values"
             )
-        labels_max = int(images.max())  # reads the labels (a device sync for CUDA tensors)
+        labels_min, labels_max = int(images.min()), int(images.max())  # a device sync on CUDA
+        if labels_min < 0:
+            raise ValueRangeError(
+                f"palette PNGs hold labels 0..255, but {source.description} has negative labels "
+                f"(min {labels_min})"
+            )
         table = resolve_palette(options.palette, labels_max)
         plan = Plan("copy", 8)  # labels as they are (bool too: 0 and 1, not 0 and 255)
+    else:
+        plan = make_plan(images, source.dtype_name, options.scaling, source.description)
     return Batch(source, layout, images, plan, options, palette_table=table)
 
 

@@ -96,7 +96,9 @@ def _scanline_bytes(samples: Any, torch: Any) -> Any:
     """``N x H x W x C`` uint8/uint16 samples as ``N x H x n`` bytes in PNG (big-endian) order."""
     count, height = samples.shape[:2]
     if samples.dtype == torch.uint16:
-        as_bytes = samples.contiguous().view(torch.uint8).reshape(count, height, -1, 2)
+        # reshape first: contiguous() may keep an odd stride on a size-1 channel axis
+        rows = samples.reshape(count, height, -1).contiguous()
+        as_bytes = rows.view(torch.uint8).reshape(count, height, -1, 2)
         little_endian = struct.pack("=H", 1) == b"\x01\x00"
         return (as_bytes.flip(-1) if little_endian else as_bytes).reshape(count, height, -1)
     return samples.reshape(count, height, -1)

@@ -90,6 +90,10 @@ def _header(data: bytes) -> tuple[int, int]:
     """Bit depth and colour type from IHDR."""
     for kind, body in iter_chunks(data):
         if kind == b"IHDR":
+            if len(body) != 13:
+                raise DecodeError(
+                    f"the PNG's IHDR chunk is {len(body)} bytes, not 13: the file is cut or corrupt"
+                )
             return body[8], body[9]
     raise DecodeError("the PNG has no IHDR chunk")
 

@@ -292,3 +292,12 @@ def test_large_batches_are_encoded_in_bounded_passes(
     passes = encode_batch(torch.from_numpy(crops))
     assert passes == whole
     assert [decode_imagecodecs(data).tolist() for data in passes] == crops.tolist()
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 9), (2, 1, 8, 9)])
+def test_sixteen_bit_gray_from_channels_first(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    x = torch.rand(*shape)
+    data = tensorpng.encode(x[0] if len(shape) == 4 else x, bits=16, encoder="device")
+    expected = tensorpng.to_array(x[0] if len(shape) == 4 else x, bits=16)
+    assert np.array_equal(decode_imagecodecs(data), expected)
+    pngcheck_bytes(data, tmp_path)
