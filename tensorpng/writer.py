@@ -604,9 +604,6 @@ def _yield_to_caller() -> None:
 
 
 def _copy(buffer: np.ndarray, source: np.ndarray) -> None:
-    """Copy ``source`` into ``buffer``; through torch (parallel) when torch is loaded."""
-    torch = torch_module()
-    if torch is not None and source.flags.c_contiguous and source.dtype != np.uint16:
-        torch.from_numpy(buffer).copy_(torch.from_numpy(source))
-    else:
-        np.copyto(buffer, source)
+    """Copy ``source`` into ``buffer`` on this thread (NumPy: no OpenMP threads left spinning
+    on cores the encoding workers need)."""
+    np.copyto(buffer, source)
