@@ -13,7 +13,6 @@ import importlib
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -28,7 +27,15 @@ import pytest
 import torch
 
 import tensorpng
-from conftest import decode_imagecodecs, decode_opencv, decode_pillow, decode_pypng, pngcheck, pngcheck_bytes
+from conftest import (
+    decode_imagecodecs,
+    decode_opencv,
+    decode_pillow,
+    decode_pypng,
+    parse_chunks,
+    pngcheck,
+    pngcheck_bytes,
+)
 from tensorpng import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -59,16 +66,8 @@ EPS = 1e-6  # float32 rounding of values of magnitude up to a few units
 
 def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     """(type, data) of every chunk of a PNG file, CRC-32s checked, up to IEND."""
-    assert data[:8] == SIGNATURE
-    out, pos = [], 8
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        assert crc == zlib.crc32(tag + body), f"bad CRC in {tag!r}"
-        out.append((tag, body))
-        pos += 12 + length
-    assert out[-1][0] == b"IEND" and pos == len(data)
+    out = parse_chunks(data)
+    assert out[-1][0] == b"IEND"
     return out
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import decode_imagecodecs, decode_pillow, decode_pypng, pngcheck, pngcheck_bytes
+from conftest import decode_imagecodecs, decode_pillow, decode_pypng, parse_chunks, pngcheck, pngcheck_bytes
 from tensorpng.errors import DTypeError, OptionError, ShapeError, ValueRangeError
 from tensorpng.palettes import resolve_palette, voc_palette
 from tensorpng.png import encode_indexed_png
@@ -39,18 +39,7 @@ def ihdr(data: bytes) -> tuple[int, int, int, int]:
     return width, height, data[24], data[25]
 
 
-def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, data) of every chunk, CRC-32s checked."""
-    assert data[:8] == SIGNATURE
-    out, pos = [], 8
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        assert crc == zlib.crc32(tag + body), f"bad CRC in {tag!r}"
-        out.append((tag, body))
-        pos += 12 + length
-    return out
+chunks = parse_chunks
 
 
 def plte(data: bytes) -> np.ndarray:

@@ -28,6 +28,7 @@ from conftest import (
     decode_opencv,
     decode_pillow,
     decode_pypng,
+    parse_chunks,
     pngcheck,
     pngcheck_bytes,
 )
@@ -50,26 +51,6 @@ CHANNELS = (1, 2, 3, 4)
 
 # --------------------------------------------------------------------------------------
 # Helpers: chunk parsing, reference filters, decoders.
-
-
-def parse_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """Split a PNG file into (type, data) chunks, checking lengths and every CRC-32."""
-    assert data[:8] == SIGNATURE, "bad PNG signature"
-    chunks: list[tuple[bytes, bytes]] = []
-    pos = 8
-    while pos < len(data):
-        assert pos + 12 <= len(data), f"truncated chunk header at byte {pos}"
-        (length,) = struct.unpack_from(">I", data, pos)
-        assert length <= 2**31 - 1
-        tag = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        assert len(body) == length, f"chunk {tag!r} is truncated"
-        (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
-        assert crc == zlib.crc32(tag + body), f"bad CRC-32 in chunk {tag!r}"
-        chunks.append((tag, body))
-        pos += 12 + length
-    assert pos == len(data)
-    return chunks
 
 
 def read_ihdr(data: bytes) -> dict[str, int]:
