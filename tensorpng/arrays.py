@@ -118,6 +118,15 @@ def _from_torch(tensor: Any, description: str, keep_torch: bool = False) -> Sour
     torch = torch_module()
     assert torch is not None
     tensor = tensor.detach()
+    if tensor.layout != torch.strided or tensor.device.type == "meta":
+        raise DTypeError(
+            f"cannot save {description}: it holds no dense data ({tensor.layout}, device "
+            f"{tensor.device.type}); pass a dense tensor (x.to_dense(), or real data)"
+        )
+    if tensor.is_floating_point() and tensor.element_size() == 1:
+        tensor = tensor.float()  # float8 formats: widen, exactly
+    if tensor.dtype in (torch.uint32, torch.uint64):  # few torch ops take these: widen
+        tensor = tensor.to(torch.int64)
     if tensor.is_complex() or tensor.dtype in (torch.quint8, torch.qint8, torch.qint32):
         raise DTypeError(
             f"cannot save a tensor of dtype {str(tensor.dtype).replace('torch.', '')} as an image "

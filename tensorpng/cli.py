@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .convert import ImageOptions, prepare
-from .errors import PathError, TensorPNGError
-from .files import format_template, save, template_fields
+from .errors import OptionError, PathError, TensorPNGError
+from .files import batch_paths, format_template, save, template_fields
 from .layout import LAYOUTS
 from .loaders import DEFAULT_MAX_VALUES, Entry, LoadError, load_file
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
@@ -86,6 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def input_labels(inputs: list[Path]) -> dict[Path, str]:
+    """A name per input for its output folder: its stem, or where stems repeat, its path
+    from the inputs' common folder without the suffix (``run1/samples``)."""
+    stems = [path.stem for path in inputs]
+    labels = {}
+    for path in inputs:
+        if stems.count(path.stem) == 1:
+            labels[path] = path.stem
+            continue
+        twins = [p.resolve() for p in inputs if p.stem == path.stem]
+        common = Path(os.path.commonpath([p.parent for p in twins]))
+        labels[path] = path.resolve().with_suffix("").relative_to(common).as_posix()
+    return labels
 
 
 def shard() -> tuple[int, int]:
@@ -160,7 +175,9 @@ def convert(args: argparse.Namespace) -> int:
     rank, world = shard()
     inputs = sorted(set(args.inputs), key=str)
     several = len(inputs) > 1
+    labels = input_labels(inputs)
     mine = inputs[rank::world]
+    targets: dict[Path, Path] = {}  # every file this run writes, and the input it came from
     progress = _Progress(not args.quiet and sys.stderr.isatty(), len(mine))
     started = time.perf_counter()
     failures = files_written = bytes_written = images = 0
@@ -179,9 +196,22 @@ def convert(args: argparse.Namespace) -> int:
             if not entries:
                 raise LoadError(f"{path} holds no image-like array")
             for entry in entries:
-                key = entry.key if not several or entry.key == path.stem else f"{path.stem}/{entry.key}"
+                single = len(entries) == 1 and entry.key == path.stem
+                key = entry.key if not several else labels[path] if single else f"{labels[path]}/{entry.key}"
                 key = "/".join(str(sanitize_field(part)) for part in key.split("/"))
                 name = relative_name(fill_fields(template, {"key": key, "file": sanitize_field(path.stem)}))
+                batch = prepare(entry.data, image_options)
+                count = 1 if batch.writes_grid else batch.count
+                paths = batch_paths(
+                    str(args.output / name), count, batch.layout.batched and not batch.writes_grid
+                )
+                clash = next((p for p in paths if p in targets), None)
+                if clash is not None:
+                    raise PathError(
+                        f"{clash} is written from {targets[clash]} already; "
+                        "give --name a template that tells the inputs apart (fields: key, index, file)"
+                    )
+                targets.update(dict.fromkeys(paths, path))
                 written = save(
                     entry.data,
                     str(args.output / name),
@@ -191,7 +221,7 @@ def convert(args: argparse.Namespace) -> int:
                 )
                 files_written += len(written)
                 bytes_written += sum(p.stat().st_size for p in written)
-                count = int(entry.data.shape[0]) if prepare(entry.data, image_options).layout.batched else 1
+                count = batch.count if batch.layout.batched else 1
                 images += count
                 progress.add_images(count)
         except (TensorPNGError, OSError) as error:
@@ -241,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.workers is not None and args.workers < 1:
+            raise OptionError(f"--workers must be at least 1, got {args.workers}")
+        if args.max_values < 1:
+            raise OptionError(f"--max-values must be at least 1, got {args.max_values}")
         ImageOptions.parse(**_options(args))
         unknown = template_fields(args.name or DEFAULT_NAME) - set(NAME_FIELDS)
         if unknown:

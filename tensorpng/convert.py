@@ -159,7 +159,8 @@ class Batch:
         converted = [self.image(index) for index in range(self.count)]
         stacked = np.stack([image for image, _ in converted])
         opts = self.options
-        grid = make_grid(stacked, nrow=opts.nrow, padding=opts.padding, pad_value=opts.pad_value)
+        pad = 0.0 if self.palette_table is not None else opts.pad_value  # label 0 between tiles
+        grid = make_grid(stacked, nrow=opts.nrow, padding=opts.padding, pad_value=pad)
         return grid, sum(nans for _, nans in converted)
 
 
@@ -201,6 +202,11 @@ def prepare(x: object, options: ImageOptions, *, keep_torch: bool = False) -> Ba
         plan = Plan("copy", 8)  # labels as they are (bool too: 0 and 1, not 0 and 255)
     else:
         plan = make_plan(images, source.dtype_name, options.scaling, source.description)
+    if options.cmap is not None and plan.bits != 8:
+        raise OptionError(
+            f"cmap= colors 8-bit samples, but {source.description} would be written at 16 bits "
+            "as it is; pass value_range=(lo, hi) or scale='image' to map its values"
+        )
     return Batch(source, layout, images, plan, options, palette_table=table)
 
 

@@ -267,7 +267,8 @@ def write_atomic(path: Path, data: bytes | memoryview, *, overwrite: bool = True
         WriteError: the write failed (disk full, permissions, ...); nothing is left behind.
     """
     directory = path.parent
-    temp = directory / f".{path.name}.{_temp_tag()}{TEMP_SUFFIX}"
+    # at most ~150 bytes of the name: NAME_MAX (255) must hold the tag and the dots too
+    temp = directory / f".{path.name[:120]}.{_temp_tag()}{TEMP_SUFFIX}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
         try:
@@ -364,6 +365,15 @@ def shared_pool() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(default_workers(), thread_name_prefix="tensorpng")
         return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's threads: it makes its own pool (and lock)."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def run_all(tasks: Sequence[Callable[[], Any]], workers: int | None) -> list[Any]:

@@ -304,7 +304,12 @@ def load(path: str | os.PathLike[str], *, as_tensor: bool | None = None) -> Any:
         values = samples
         layout = "CHW" if torch_wanted and samples.ndim == 3 else ("HWC" if samples.ndim == 3 else "HW")
     else:
-        values = _undo_mapping(samples, entry)
+        try:
+            values = _undo_mapping(samples, entry)
+        except (KeyError, TypeError, ValueError, IndexError, OptionError) as error:
+            if isinstance(error, DecodeError):
+                raise
+            raise DecodeError(f"the tensorpng record of {path} is malformed ({error!r})") from error
         layout = str(entry.get("layout", "HWC")).replace("N", "")
         if entry.get("grid"):
             layout = "HWC" if values.ndim == 3 else "HW"

@@ -51,16 +51,20 @@ def _check_size(path: Path, shapes: Iterator[tuple[int, ...]], max_values: int) 
             )
 
 
-def _npy_header_shape(stream: Any) -> tuple[int, ...]:
+def _npy_header_shape(stream: Any, label: object) -> tuple[int, ...]:
+    """The shape in a ``.npy`` header; refuses dtypes that are no image data (so that one
+    "value" of a 300 MB void dtype cannot pass the value count)."""
     version = np.lib.format.read_magic(stream)
     reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, _ = reader(stream)
+    shape, _, dtype = reader(stream)
+    if dtype.kind not in "biuf" or dtype.itemsize > 8:
+        raise LoadError(f"{label} holds an array of dtype {dtype}, which is no image data")
     return tuple(shape)
 
 
 def _load_npy(path: Path, max_values: int) -> list[Entry]:
     with path.open("rb") as stream:
-        shape = _npy_header_shape(stream)
+        shape = _npy_header_shape(stream, path)
     _check_size(path, iter([shape]), max_values)
     return [Entry(path.stem, np.load(path, allow_pickle=False))]
 
@@ -71,10 +75,10 @@ def _load_npz(path: Path, max_values: int) -> list[Entry]:
         shapes = []
         for name in names:
             with archive.open(name) as stream:
-                shapes.append(_npy_header_shape(stream))
+                shapes.append(_npy_header_shape(stream, f"{path}:{name}"))
     _check_size(path, iter(shapes), max_values)
-    with np.load(path, allow_pickle=False) as archive:
-        return [Entry(key, archive[key]) for key in archive.files]
+    with np.load(path, allow_pickle=False) as archive:  # only the members counted above
+        return [Entry(name.removesuffix(".npy"), archive[name.removesuffix(".npy")]) for name in names]
 
 
 def _load_safetensors(path: Path, max_values: int) -> list[Entry]:

@@ -222,7 +222,7 @@ class Writer:
         self._error_count = 0
         self._warned_drop = False
         self._closed = False
-        self._nans = 0
+        self._closing = False
         atexit.register(self._close_at_exit)
 
     @staticmethod
@@ -266,7 +266,7 @@ class Writer:
                 worker since the last call, or a full queue with ``on_full="error"``.
         """
         self._raise_worker_error()
-        if self._closed:
+        if self._closing:
             raise TensorPNGError("this Writer is closed")
         options = {**self._defaults}
         fields: dict[str, Any] = {}
@@ -289,13 +289,21 @@ class Writer:
             if device_encoder:
                 job = self._capture_for_device_encoder(batch, names, png_options, bool(overwrite), nbytes)
                 self._pool.submit(self._encode_on_device, job)
-                return
-            job = self._capture(batch, names, png_options, bool(overwrite), nbytes, count)
+            else:
+                job = self._capture(batch, names, png_options, bool(overwrite), nbytes, count)
         except BaseException:
             self._unreserve(nbytes, count)
             raise
-        for index in range(count):
-            self._pool.submit(self._run, job, index)
+        if device_encoder:
+            return
+        submitted = 0
+        try:
+            for index in range(count):
+                self._pool.submit(self._run, job, index)
+                submitted += 1
+        finally:
+            if submitted < count:  # interrupted (KeyboardInterrupt): these will never run
+                self._abandon(job, count - submitted)
 
     def flush(self) -> None:
         """Wait until everything queued is written; raise the first worker error, if any."""
@@ -306,7 +314,12 @@ class Writer:
 
     def close(self) -> None:
         """Flush, stop the workers and raise the first worker error, if any. Idempotent."""
-        if self._closed:
+        with self._lock:
+            already, self._closing = self._closing, True  # no save is queued after this
+            self._lock.notify_all()
+        if already:
+            if not self._closed:  # another thread is closing: wait for it
+                self.flush()
             self._raise_worker_error()
             return
         try:
@@ -333,7 +346,11 @@ class Writer:
         try:
             self.close()
         except TensorPNGError as error:
-            exc.add_note(f"tensorpng.Writer also failed while closing: {error}")
+            note = f"tensorpng.Writer also failed while closing: {error}"
+            if hasattr(exc, "add_note"):  # Python 3.11+
+                exc.add_note(note)
+            else:  # pragma: no cover - Python 3.10
+                warnings.warn(note, RuntimeWarning, stacklevel=2)
 
     # ------------------------------------------------------------------------------ internals
 
@@ -367,6 +384,8 @@ class Writer:
 
     def _reserve(self, nbytes: int, count: int) -> bool:
         with self._lock:
+            if self._closing:
+                raise TensorPNGError("this Writer is closed")
             while self._pending_images and self._pending_bytes + nbytes > self.max_pending:
                 if self.on_full == "drop":
                     self._dropped += count
@@ -386,11 +405,26 @@ class Writer:
                         "use on_full='block' or 'drop'"
                     )
                 self._lock.wait()
+                if self._closing:
+                    raise TensorPNGError("this Writer is closed")
                 if self._errors:
                     break
             self._pending_bytes += nbytes
             self._pending_images += count
         return True
+
+    def _abandon(self, job: _Job, images: int) -> None:
+        """Count ``images`` of ``job`` that were never queued as dropped."""
+        with self._lock:
+            self._dropped += images
+            job.remaining -= images
+            self._pending_images -= images
+            done = job.remaining == 0
+            if done:
+                self._pending_bytes -= job.nbytes
+            self._lock.notify_all()
+        if done:
+            job.release()
 
     def _unreserve(self, nbytes: int, images: int) -> None:
         with self._lock:
@@ -413,7 +447,10 @@ class Writer:
         key = (source.shape, source.dtype.str, False)
         buffer = self._buffers.take(key, lambda: np.empty(source.shape, source.dtype))
         _copy(buffer, source)
-        captured = replace(batch, images=as_nhwc(buffer, batch.layout))  # the copy, same plan
+        # the copy, same plan; the job must not keep the caller's array alive
+        captured = replace(
+            batch, source=replace(batch.source, data=buffer), images=as_nhwc(buffer, batch.layout)
+        )
         return _Job(
             captured, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, buffer)
         )
@@ -446,11 +483,11 @@ class Writer:
             ]
         event = None
         if samples.is_cuda:
-            event = torch.cuda.Event()
+            event = torch.cuda.Event(blocking=True)  # a waiting worker sleeps, not spins
             event.record(torch.cuda.current_stream(samples.device))
         elif samples.device.type != "cpu":  # other accelerators: wait here, correctness first
             getattr(torch, samples.device.type).synchronize()
-        host = batch.with_host_samples(pinned.numpy(), 0)
+        host = _detached(batch).with_host_samples(pinned.numpy(), 0)
         job = _Job(
             host, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, pinned)
         )
@@ -467,17 +504,18 @@ class Writer:
         a worker, on a stream of its own that waits for that event."""
         torch = torch_module()
         samples, nans = batch.convert_on_device()
-        job = _Job(batch, names, png_options, overwrite, nbytes, len(names), lambda: None)
-        job.device_samples, job.device_nans = samples, nans
-        if png_options.record:
-            job.device_extremes = device_extremes(batch.images)
+        if samples.untyped_storage().data_ptr() == batch.images.untyped_storage().data_ptr():
+            samples = samples.clone()  # uint8/uint16 input as it was: snapshot it, on this stream
+        extremes = device_extremes(batch.images) if png_options.record else None
+        job = _Job(_detached(batch), names, png_options, overwrite, nbytes, len(names), lambda: None)
+        job.device_samples, job.device_nans, job.device_extremes = samples, nans, extremes
         if samples.is_cuda:
-            job.event = torch.cuda.Event()
+            job.event = torch.cuda.Event(blocking=True)  # a waiting worker sleeps, not spins
             job.event.record(torch.cuda.current_stream(samples.device))
         return job
 
     def _encode_on_device(self, job: _Job) -> None:
-        """Worker: encode a whole batch with the torch encoder, then queue its writes."""
+        """Worker: encode a whole batch with the torch encoder, then write its files."""
         torch = torch_module()
         try:
             start = time.perf_counter()
@@ -502,8 +540,8 @@ class Writer:
         except BaseException as error:
             self._finish(job, [error] * job.remaining, written=0, encode_seconds=0.0, write_seconds=0.0)
             return
-        for index in range(len(job.names)):
-            self._pool.submit(self._run, job, index)
+        for index in range(len(job.names)):  # here: a pool shutting down takes no new tasks
+            self._run(job, index)
 
     def _wait_ready(self, job: _Job) -> None:
         if job.ready or job.event is None:
@@ -601,6 +639,15 @@ def _yield_to_caller() -> None:
     feeds the writer keeps its cores; idle cores still go to the workers."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+
+
+def _detached(batch: Batch) -> Batch:
+    """``batch`` without references to the caller's device tensor: meta tensors of the same
+    shape and dtype stand in (they hold no memory), so queued jobs hold only what they count."""
+    torch = torch_module()
+    stand_in = torch.empty(batch.source.data.shape, dtype=batch.source.data.dtype, device="meta")
+    images = torch.empty(batch.images.shape, dtype=batch.images.dtype, device="meta")
+    return replace(batch, source=replace(batch.source, data=stand_in), images=images)
 
 
 def _copy(buffer: np.ndarray, source: np.ndarray) -> None:
