@@ -57,6 +57,11 @@ def _npy_header_shape(stream: Any, label: object) -> tuple[int, ...]:
     version = np.lib.format.read_magic(stream)
     reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = reader(stream)
+    if dtype.kind == "O":
+        raise LoadError(
+            f"{label} holds pickled Python objects; refused: it is read with allow_pickle=False, "
+            "since unpickling can run code"
+        )
     if dtype.kind not in "biuf" or dtype.itemsize > 8:
         raise LoadError(f"{label} holds an array of dtype {dtype}, which is no image data")
     return tuple(shape)
