@@ -113,8 +113,21 @@ def prepare_for(x: object, image_options: ImageOptions, png_options: PNGOptions)
         and png_options.compression == "fast"
         and not batch.writes_grid
         and batch.palette_table is None
+        and _scanline_bytes(batch) <= DEVICE_ENCODER_MAX_IMAGE_BYTES
     )
     return batch, device
+
+
+# The torch encoder needs about 170 bytes of device memory per scanline byte of one image
+# (it splits batches, not images): above this, "auto" encodes on the CPU (32 MiB: ~5.5 GB).
+DEVICE_ENCODER_MAX_IMAGE_BYTES = 1 << 25
+
+
+def _scanline_bytes(batch: Batch) -> int:
+    """Bytes of one image's PNG scanlines (filter bytes included)."""
+    _, height, width, channels = (int(d) for d in batch.images.shape)
+    channels = 3 if batch.colormap is not None else channels
+    return height * (1 + width * channels * batch.plan.bits // 8)
 
 
 def encode_on_device(batch: Batch, png_options: PNGOptions) -> tuple[list[bytes], int]:
