@@ -265,7 +265,10 @@ def test_sigkill_leaves_only_complete_pngs(tmp_path: Path) -> None:
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "ready"
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60
+    while len(all_pngs(tmp_path)) < 4 and time.monotonic() < deadline:  # a loaded machine is slow
+        time.sleep(0.05)
+    time.sleep(0.1)  # and kill it while it is writing more
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     files = all_pngs(tmp_path)
