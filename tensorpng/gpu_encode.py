@@ -76,8 +76,6 @@ MATCH_LENGTH = 258
 ADLER_MOD = 65521
 # Order in which the code-length code's lengths are stored (RFC 1951, 3.2.7).
 CL_ORDER = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
-TAIL_BASES: Any = None  # torch tensors of the tables, made on first use
-TAIL_EXTRA: Any = None
 # Images per pass are chosen so that a pass handles at most this many stream bytes; each
 # byte costs about 20 int64 temporaries (a 64 x 3 x 512 x 512 batch in one pass: ~8 GB).
 MAX_ELEMENTS_PER_PASS = 1 << 24
@@ -147,7 +145,9 @@ def _tokens(stream: Any, torch: Any) -> tuple[Any, Any, Any, Any]:
     ``is_match``.
     """
     count, total = stream.shape
-    positions = torch.arange(total, device=stream.device).expand(count, total)
+    # int32 positions: half the memory traffic of int64 (a stream is under 2**31 bytes)
+    positions = torch.arange(total, dtype=torch.int32, device=stream.device).expand(count, total)
+    bases, extras = _tables(stream.device, torch)
     repeat = torch.zeros_like(stream, dtype=torch.bool)
     repeat[:, 1:] = stream[:, 1:] == stream[:, :-1]  # equal to the byte before
     starts = ~repeat
@@ -165,17 +165,15 @@ def _tokens(stream: Any, torch: Any) -> tuple[Any, Any, Any, Any]:
     in_tail = repeat & (chunk_index == full_matches) & (tail >= TAIL_MIN)
     is_match = (in_full | in_tail) & (within == 0)
     covered = (in_full | in_tail) & (within > 0)
-    tail_code = torch.searchsorted(TAIL_BASES.to(stream.device), tail.contiguous(), right=True) - 1
+    tail_code = torch.searchsorted(bases, tail.contiguous(), right=True, out_int32=True) - 1
     tail_code = tail_code.clamp(0, len(TAIL_BASE_LIST) - 1)
     symbol = stream.to(torch.int64)
     symbol = torch.where(in_full & is_match, torch.full_like(symbol, MATCH_258), symbol)
     symbol = torch.where(in_tail & is_match, TAIL_FIRST_CODE + tail_code, symbol)
     symbol = torch.where(covered, torch.full_like(symbol, -1), symbol)
     tail_start = in_tail & is_match
-    extra_value = torch.where(
-        tail_start, tail - TAIL_BASES.to(stream.device)[tail_code], torch.zeros_like(tail)
-    )
-    extra_bits = torch.where(tail_start, TAIL_EXTRA.to(stream.device)[tail_code], torch.zeros_like(tail))
+    extra_value = torch.where(tail_start, tail - bases[tail_code], torch.zeros_like(tail))
+    extra_bits = torch.where(tail_start, extras[tail_code], torch.zeros_like(tail))
     return symbol, extra_value, extra_bits, is_match
 
 
@@ -199,7 +197,7 @@ def code_lengths(frequencies: Any) -> Any:
 
     low = torch.full((freq.shape[0],), -float(MAX_BITS + 2), dtype=torch.float64, device=freq.device)
     high = torch.full_like(low, 64.0)
-    for _ in range(40):  # bisection: the largest offset whose code still fits (Kraft <= 1)
+    for _ in range(24):  # bisection: the largest offset whose code still fits (Kraft <= 1)
         middle = (low + high) / 2
         fits = kraft_units(lengths_at(middle)) <= 2**MAX_BITS
         low = torch.where(fits, middle, low)
@@ -281,11 +279,18 @@ def _header_tokens(lengths: Any, torch: Any) -> tuple[Any, Any]:
     return values, bits
 
 
-def _make_tables(torch: Any) -> None:
-    global TAIL_BASES, TAIL_EXTRA
-    if TAIL_BASES is None:
-        TAIL_BASES = torch.tensor(TAIL_BASE_LIST)
-        TAIL_EXTRA = torch.tensor(TAIL_EXTRA_LIST)
+_TABLES: dict[str, tuple[Any, Any]] = {}
+
+
+def _tables(device: Any, torch: Any) -> tuple[Any, Any]:
+    """The length codes' base lengths and extra bits as int32 tensors on ``device`` (cached)."""
+    key = str(device)
+    if key not in _TABLES:
+        _TABLES[key] = (
+            torch.tensor(TAIL_BASE_LIST, dtype=torch.int32, device=device),
+            torch.tensor(TAIL_EXTRA_LIST, dtype=torch.int32, device=device),
+        )
+    return _TABLES[key]
 
 
 def _adler32(stream: Any, torch: Any) -> Any:
@@ -307,7 +312,6 @@ def deflate_batch(stream: Any) -> tuple[Any, Any, Any]:
     torch = torch_module()
     count, total = stream.shape
     device = stream.device
-    _make_tables(torch)
     symbol, extra_value, extra_bits, is_match = _tokens(stream, torch)
     emitted = symbol >= 0
     frequencies = torch.zeros(count, LITLEN_SYMBOLS, dtype=torch.int64, device=device)
