@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .convert import ImageOptions, prepare
+from .convert import ImageOptions
 from .errors import OptionError, PathError, TensorPNGError
-from .files import batch_paths, format_template, save, template_fields
+from .files import PNGOptions, format_template, prepare_for, target_paths, template_fields, write_batch
 from .layout import LAYOUTS
-from .loaders import DEFAULT_MAX_VALUES, Entry, LoadError, load_file
+from .loaders import DEFAULT_MAX_VALUES, LoadError, load_file
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
 from .writer import relative_name, sanitize_field
 
@@ -132,14 +132,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _is_image_like(entry: Entry, options: ImageOptions) -> bool:
-    try:
-        prepare(entry.data, options)
-    except TensorPNGError:
-        return False
-    return True
-
-
 class _Progress:
     """A tqdm bar over input files, with the images written so far (when tqdm is installed)."""
 
@@ -171,6 +163,7 @@ def convert(args: argparse.Namespace) -> int:
     """Run ``tensorpng convert``; returns the exit code."""
     options = _options(args)
     image_options = ImageOptions.parse(**options)
+    png_options = PNGOptions.parse()
     template = args.name or (DEFAULT_GRID_NAME if args.grid else DEFAULT_NAME)
     rank, world = shard()
     inputs = sorted(set(args.inputs), key=str)
@@ -189,22 +182,22 @@ def convert(args: argparse.Namespace) -> int:
                 if missing:
                     raise LoadError(f"{path} has no key {missing[0]!r}; keys: {[e.key for e in entries]}")
                 entries = [e for e in entries if e.key in args.key]
-            if len(entries) > 1 or args.key:  # keep what looks like images; skip labels, scalars
-                entries = (
-                    [e for e in entries if _is_image_like(e, image_options)] if not args.key else entries
-                )
-            if not entries:
-                raise LoadError(f"{path} holds no image-like array")
+            prepared = []  # each array prepared once: validated, planned, its encoder chosen
             for entry in entries:
-                single = len(entries) == 1 and entry.key == path.stem
+                try:
+                    prepared.append((entry, *prepare_for(entry.data, image_options, png_options)))
+                except TensorPNGError:
+                    if len(entries) == 1 or args.key:
+                        raise
+                    # a file of several arrays: skip what is no image (labels, scalars)
+            if not prepared:
+                raise LoadError(f"{path} holds no image-like array")
+            for entry, batch, on_device in prepared:
+                single = len(prepared) == 1 and entry.key == path.stem
                 key = entry.key if not several else labels[path] if single else f"{labels[path]}/{entry.key}"
                 key = "/".join(str(sanitize_field(part)) for part in key.split("/"))
                 name = relative_name(fill_fields(template, {"key": key, "file": sanitize_field(path.stem)}))
-                batch = prepare(entry.data, image_options)
-                count = 1 if batch.writes_grid else batch.count
-                paths = batch_paths(
-                    str(args.output / name), count, batch.layout.batched and not batch.writes_grid
-                )
+                paths = target_paths(batch, str(args.output / name))
                 clash = next((p for p in paths if p in targets), None)
                 if clash is not None:
                     raise PathError(
@@ -212,15 +205,11 @@ def convert(args: argparse.Namespace) -> int:
                         "give --name a template that tells the inputs apart (fields: key, index, file)"
                     )
                 targets.update(dict.fromkeys(paths, path))
-                written = save(
-                    entry.data,
-                    str(args.output / name),
-                    overwrite=args.overwrite,
-                    workers=args.workers,
-                    **options,
+                write_batch(
+                    batch, on_device, paths, png_options, overwrite=args.overwrite, workers=args.workers
                 )
-                files_written += len(written)
-                bytes_written += sum(p.stat().st_size for p in written)
+                files_written += len(paths)
+                bytes_written += sum(p.stat().st_size for p in paths)
                 count = batch.count if batch.layout.batched else 1
                 images += count
                 progress.add_images(count)

@@ -466,16 +466,36 @@ def save(
     """
     image_options, png_options = split_options(options)
     batch, on_device = prepare_for(x, image_options, png_options)
+    paths = target_paths(batch, path)
+    write_batch(batch, on_device, paths, png_options, overwrite=overwrite, workers=workers)
+    return paths
+
+
+def target_paths(batch: Batch, path: str | os.PathLike[str]) -> list[Path]:
+    """The files :func:`save` writes for a prepared batch (one, for a grid)."""
     count = 1 if batch.writes_grid else batch.count
-    paths = batch_paths(path, count, batch.layout.batched and not batch.writes_grid)
+    return batch_paths(path, count, batch.layout.batched and not batch.writes_grid)
+
+
+def write_batch(
+    batch: Batch,
+    on_device: bool,
+    paths: list[Path],
+    png_options: PNGOptions,
+    *,
+    overwrite: bool = True,
+    workers: int | None = None,
+) -> None:
+    """Convert, encode and write a prepared batch to ``paths`` (see :func:`prepare_for`)."""
     check_targets(paths, overwrite)
+    count = len(paths)
     if on_device:
         files, device_nans = encode_on_device(batch, png_options)
         run_all(
             [partial(write_atomic, paths[i], files[i], overwrite=overwrite) for i in range(count)], workers
         )
         warn_nans(device_nans, batch.source.description)
-        return paths
+        return
     extremes = host_extremes(batch) if png_options.record else None
     batch = batch.to_host()
 
@@ -486,4 +506,3 @@ def save(
 
     nans = run_all([lambda i=i: task(i) for i in range(count)], workers)  # type: ignore[misc]
     warn_nans(sum(nans) + batch.nan_count, batch.source.description)
-    return paths
