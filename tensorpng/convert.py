@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,15 @@ class Batch:
     nan_count: int = 0
     converted: bool = False  # ``images`` holds final samples (colormap applied), not values
     palette_table: np.ndarray | None = None  # P x 3 uint8 for palette PNGs
+
+    @cached_property
+    def value_ends(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The values written as 0 and as the maximum, ``(N or 1) x 1`` on the host (copied
+        from the device once per batch, for the metadata of each of its files)."""
+        if self.plan.low is None:
+            return None
+        ends = (self.plan.low, self.plan.high)
+        return tuple(np.asarray(e.cpu() if hasattr(e, "cpu") else e) for e in ends)  # type: ignore[return-value]
 
     @property
     def colormap(self) -> str | None:

@@ -57,21 +57,6 @@ def device_extremes(images: Any) -> tuple[Any, Any]:
     return low, high
 
 
-_HOST_ENDS: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
-
-
-def _host_ends(plan: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A plan's value-range ends on the host, copied once per plan (not once per image)."""
-    cached = _HOST_ENDS.get(id(plan))
-    if cached is None or cached[0] is not plan:
-        low = np.asarray(plan.low.cpu() if hasattr(plan.low, "cpu") else plan.low)
-        high = np.asarray(plan.high.cpu() if hasattr(plan.high, "cpu") else plan.high)
-        if len(_HOST_ENDS) > 64:  # plans are short-lived: keep the last few
-            _HOST_ENDS.clear()
-        cached = _HOST_ENDS[id(plan)] = (plan, low, high)
-    return cached[1], cached[2]
-
-
 def _number(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
@@ -98,8 +83,8 @@ def mapping_record(
     if extremes is None and isinstance(batch.images, np.ndarray):  # host batch: its own values
         extremes = _finite_extremes(batch.images if batch.writes_grid else batch.images[position])
     low = high = None
-    if plan.mode == "affine" and plan.low is not None:
-        low_array, high_array = _host_ends(plan)
+    if plan.mode == "affine" and batch.value_ends is not None:
+        low_array, high_array = batch.value_ends
         if batch.writes_grid and low_array.shape[0] > 1:
             low, high = float(low_array.min()), float(high_array.max())
         else:
