@@ -112,8 +112,8 @@ class Batch:
         from the device once per batch, for the metadata of each of its files)."""
         if self.plan.low is None:
             return None
-        ends = (self.plan.low, self.plan.high)
-        return tuple(np.asarray(e.cpu() if hasattr(e, "cpu") else e) for e in ends)  # type: ignore[return-value]
+        low, high = (np.asarray(e.cpu() if hasattr(e, "cpu") else e) for e in (self.plan.low, self.plan.high))
+        return low, high
 
     @property
     def colormap(self) -> str | None:
