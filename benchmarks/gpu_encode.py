@@ -30,41 +30,21 @@ import torch
 from PIL import Image
 
 import tensorpng
+from photos import imagenet_batch, photo_crops
 from tensorpng import gpu_encode
 from tensorpng.convert import ImageOptions, prepare
 from tensorpng.files import default_workers
 from tensorpng.png import encode_png
 
-
-def photo_batch(count: int, size: int) -> np.ndarray:
-    import skimage.data
-    from skimage.transform import resize
-
-    rng = np.random.default_rng(0)
-    names = (
-        "astronaut",
-        "coffee",
-        "chelsea",
-        "rocket",
-        "immunohistochemistry",
-        "hubble_deep_field",
-        "retina",
-    )
-    photos = []
-    for name in names:
-        photo = getattr(skimage.data, name)()
-        if min(photo.shape[:2]) < size:
-            scale = size / min(photo.shape[:2])
-            shape = (int(photo.shape[0] * scale) + 1, int(photo.shape[1] * scale) + 1)
-            photo = (resize(photo, shape) * 255).astype(np.uint8)
-        photos.append(photo)
-    crops = []
-    for index in range(count):
-        photo = photos[index % len(photos)]
-        top = rng.integers(0, photo.shape[0] - size + 1)
-        left = rng.integers(0, photo.shape[1] - size + 1)
-        crops.append(photo[top : top + size, left : left + size])
-    return np.stack(crops)
+PHOTOS_512 = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+)
 
 
 def mask_batch(count: int, size: int) -> np.ndarray:
@@ -101,10 +81,10 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    pixels = photo_batch(args.batch, args.size)
+    pixels = photo_crops(args.batch, args.size, names=PHOTOS_512)
     mean = torch.tensor(tensorpng.IMAGENET_MEAN, device=device)[:, None, None]
     std = torch.tensor(tensorpng.IMAGENET_STD, device=device)[:, None, None]
-    batch = (torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    batch = imagenet_batch(pixels, device)
     options = ImageOptions.parse(mean=tensorpng.IMAGENET_MEAN, std=tensorpng.IMAGENET_STD)
     raw = pixels.nbytes
     pool = ThreadPoolExecutor(default_workers())

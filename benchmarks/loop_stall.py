@@ -17,31 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import tensorpng
-
-
-def photo_batch(count: int, size: int, device: str) -> torch.Tensor:
-    """``count`` random ``size x size`` crops of scikit-image photos, ImageNet-normalized."""
-    import skimage.data
-    from skimage.transform import resize
-
-    rng = np.random.default_rng(0)
-    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
-    crops = []
-    for index in range(count):
-        photo = photos[index % len(photos)]
-        if min(photo.shape[:2]) < size:
-            photo = (resize(photo, (size * 2, size * 2)) * 255).astype(np.uint8)
-        top = rng.integers(0, photo.shape[0] - size + 1)
-        left = rng.integers(0, photo.shape[1] - size + 1)
-        crops.append(photo[top : top + size, left : left + size])
-    pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
-    mean = torch.tensor(tensorpng.IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(tensorpng.IMAGENET_STD)[:, None, None]
-    return ((pixels - mean) / std).to(device)
+from photos import imagenet_batch, photo_crops
 
 
 def main() -> None:
@@ -55,7 +34,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
     options = {"mean": tensorpng.IMAGENET_MEAN, "std": tensorpng.IMAGENET_STD}
-    batch = photo_batch(args.batch, args.size, args.device)
+    batch = imagenet_batch(photo_crops(args.batch, args.size), args.device)
     sync = lambda: torch.cuda.synchronize() if args.device.startswith("cuda") else None  # noqa: E731
 
     with tempfile.TemporaryDirectory() as folder:

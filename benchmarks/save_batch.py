@@ -36,34 +36,10 @@ import torch
 from PIL import Image
 
 import tensorpng
-
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "cat")
-
-
-def photo_crops(count: int, size: int, seed: int = 0) -> np.ndarray:
-    """``count x size x size x 3`` uint8: random crops of scikit-image's RGB photos."""
-    import skimage.data
-
-    rng = np.random.default_rng(seed)
-    photos = [getattr(skimage.data, name)() for name in PHOTOS]
-    photos = [p for p in photos if p.ndim == 3 and p.shape[2] == 3 and min(p.shape[:2]) >= size]
-    crops = []
-    for _ in range(count):
-        photo = photos[rng.integers(len(photos))]
-        top = rng.integers(0, photo.shape[0] - size + 1)
-        left = rng.integers(0, photo.shape[1] - size + 1)
-        crops.append(photo[top : top + size, left : left + size])
-    return np.stack(crops)
-
+from photos import imagenet_batch, photo_crops
 
 MEAN = torch.tensor(tensorpng.IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
 STD = torch.tensor(tensorpng.IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-
-
-def imagenet_batch(crops: np.ndarray) -> torch.Tensor:
-    """``ToTensor`` then ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``, in float32, batched."""
-    pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
-    return pixels.sub(MEAN).div(STD)
 
 
 def save_tensorpng(batch: torch.Tensor, folder: Path, workers: int | None) -> None:

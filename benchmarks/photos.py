@@ -1,0 +1,42 @@
+"""Benchmark data shared by the scripts here: crops of scikit-image's bundled photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import tensorpng
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "cat")
+
+
+def photo_crops(count: int, size: int, seed: int = 0, names: tuple[str, ...] = PHOTOS) -> np.ndarray:
+    """``count x size x size x 3`` uint8: random crops of scikit-image's RGB photos (photos
+    smaller than ``size`` are scaled up first)."""
+    import skimage.data
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(seed)
+    photos = []
+    for name in names:
+        photo = getattr(skimage.data, name)()
+        if min(photo.shape[:2]) < size:
+            scale = size / min(photo.shape[:2])
+            shape = (int(photo.shape[0] * scale) + 1, int(photo.shape[1] * scale) + 1)
+            photo = (resize(photo, shape) * 255).astype(np.uint8)
+        photos.append(photo)
+    crops = []
+    for _ in range(count):
+        photo = photos[rng.integers(len(photos))]
+        top = rng.integers(0, photo.shape[0] - size + 1)
+        left = rng.integers(0, photo.shape[1] - size + 1)
+        crops.append(photo[top : top + size, left : left + size])
+    return np.stack(crops)
+
+
+def imagenet_batch(crops: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """``ToTensor`` then ``Normalize(IMAGENET_MEAN, IMAGENET_STD)`` in float32: N x 3 x H x W."""
+    mean = torch.tensor(tensorpng.IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(tensorpng.IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    pixels = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
+    return pixels.sub(mean).div(std)
