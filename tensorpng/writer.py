@@ -285,12 +285,15 @@ class Writer:
         nbytes = self._capture_size(batch)
         if not self._reserve(nbytes, count):
             return
+        job = _Job(batch, names, png_options, bool(overwrite), nbytes, count, release=lambda: None)
         try:
             if device_encoder:
-                job = self._capture_for_device_encoder(batch, names, png_options, bool(overwrite), nbytes)
+                self._capture_for_device_encoder(job)
                 self._pool.submit(self._encode_on_device, job)
+            elif batch.on_device:
+                self._capture_pinned(job)
             else:
-                job = self._capture(batch, names, png_options, bool(overwrite), nbytes, count)
+                self._capture_host(job)
         except BaseException:
             self._unreserve(nbytes, count)
             raise
@@ -432,87 +435,50 @@ class Writer:
             self._pending_images -= images
             self._lock.notify_all()
 
-    def _capture(
-        self,
-        batch: Batch,
-        names: list[str],
-        png_options: PNGOptions,
-        overwrite: bool,
-        nbytes: int,
-        count: int,
-    ) -> _Job:
-        if batch.on_device:
-            return self._capture_device(batch, names, png_options, overwrite, nbytes, count)
+    def _capture_host(self, job: _Job) -> None:
+        """CPU input: copy it into a reused buffer (the job must not keep the caller's array)."""
+        batch = job.batch
         source = batch.source.data
         key = (source.shape, source.dtype.str, False)
         buffer = self._buffers.take(key, lambda: np.empty(source.shape, source.dtype))
         _copy(buffer, source)
-        # the copy, same plan; the job must not keep the caller's array alive
-        captured = replace(
+        job.batch = replace(
             batch, source=replace(batch.source, data=buffer), images=as_nhwc(buffer, batch.layout)
         )
-        return _Job(
-            captured, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, buffer)
-        )
+        job.release = lambda: self._buffers.give(key, buffer)
 
-    def _capture_device(
-        self,
-        batch: Batch,
-        names: list[str],
-        png_options: PNGOptions,
-        overwrite: bool,
-        nbytes: int,
-        count: int,
-    ) -> _Job:
+    def _capture_pinned(self, job: _Job) -> None:
+        """Device input for the CPU encoder: convert on the caller's current stream, then a
+        ``non_blocking`` copy into reused pinned memory that the workers read after an event."""
         torch = torch_module()
-        samples, nans = batch.convert_on_device()  # on the caller's current stream
+        batch = job.batch
+        samples, nans = batch.convert_on_device()
         key = (tuple(samples.shape), str(samples.dtype), True)
         pinned = self._buffers.take(
             key, lambda: torch.empty(samples.shape, dtype=samples.dtype, pin_memory=samples.is_cuda)
         )
         pinned.copy_(samples, non_blocking=True)
-        host_nans = torch.empty((), dtype=torch.int64, pin_memory=samples.is_cuda)
-        host_nans.copy_(nans, non_blocking=True)
-        extremes = None
-        if png_options.record:  # the record's min/max: of the values, gone once converted
-            extremes = [
-                torch.empty(value.shape, dtype=value.dtype, pin_memory=samples.is_cuda).copy_(
-                    value, non_blocking=True
-                )
-                for value in device_extremes(batch.images)
-            ]
-        event = None
-        if samples.is_cuda:
-            event = torch.cuda.Event(blocking=True)  # a waiting worker sleeps, not spins
-            event.record(torch.cuda.current_stream(samples.device))
-        elif samples.device.type != "cpu":  # other accelerators: wait here, correctness first
+        job.device_nans = _to_host(nans, samples.is_cuda)
+        if job.png_options.record:  # the record's min/max: of the values, gone once converted
+            job.host_extremes = [_to_host(value, samples.is_cuda) for value in device_extremes(batch.images)]
+        job.event = _record_event(samples)
+        if job.event is None and samples.device.type != "cpu":  # other accelerators: wait here
             getattr(torch, samples.device.type).synchronize()
-        host = _detached(batch).with_host_samples(pinned.numpy(), 0)
-        job = _Job(
-            host, names, png_options, overwrite, nbytes, count, lambda: self._buffers.give(key, pinned)
-        )
-        job.event, job.device_nans, job.ready_lock = event, host_nans, threading.Lock()
-        job.host_extremes = extremes
-        if event is None:
-            job.ready = True
-        return job
+        job.batch = _detached(batch).with_host_samples(pinned.numpy(), 0)
+        job.release = lambda: self._buffers.give(key, pinned)
+        job.ready_lock = threading.Lock()
 
-    def _capture_for_device_encoder(
-        self, batch: Batch, names: list[str], png_options: PNGOptions, overwrite: bool, nbytes: int
-    ) -> _Job:
+    def _capture_for_device_encoder(self, job: _Job) -> None:
         """Convert on the caller's stream and mark it with an event; the torch encoder runs in
         a worker, on a stream of its own that waits for that event."""
-        torch = torch_module()
+        batch = job.batch
         samples, nans = batch.convert_on_device()
         if samples.untyped_storage().data_ptr() == batch.images.untyped_storage().data_ptr():
             samples = samples.clone()  # uint8/uint16 input as it was: snapshot it, on this stream
-        extremes = device_extremes(batch.images) if png_options.record else None
-        job = _Job(_detached(batch), names, png_options, overwrite, nbytes, len(names), lambda: None)
-        job.device_samples, job.device_nans, job.device_extremes = samples, nans, extremes
-        if samples.is_cuda:
-            job.event = torch.cuda.Event(blocking=True)  # a waiting worker sleeps, not spins
-            job.event.record(torch.cuda.current_stream(samples.device))
-        return job
+        job.device_samples, job.device_nans = samples, nans
+        job.device_extremes = device_extremes(batch.images) if job.png_options.record else None
+        job.batch = _detached(batch)
+        job.event = _record_event(samples)
 
     def _encode_on_device(self, job: _Job) -> None:
         """Worker: encode a whole batch with the torch encoder, then write its files."""
@@ -544,21 +510,25 @@ class Writer:
             self._run(job, index)
 
     def _wait_ready(self, job: _Job) -> None:
-        if job.ready or job.event is None:
-            self._read_extremes(job)
+        """Device jobs, once: wait for the copy to host memory, then warn about NaNs and read
+        the min/max for the records. Host jobs have nothing to wait for."""
+        if job.ready_lock is None:
             return
         with job.ready_lock:
-            if not job.ready:
+            if job.ready:
+                return
+            if job.event is not None:
                 job.event.synchronize()  # releases the GIL while waiting
-                nans = int(job.device_nans.item())
-                if nans:
-                    warn_nans(nans, job.batch.source.description)
-                job.ready = True
+            nans = int(job.device_nans.item())
+            if nans:
+                warn_nans(nans, job.batch.source.description)
+            self._read_extremes(job)
+            job.ready = True
 
     @staticmethod
     def _read_extremes(job: _Job) -> None:
-        """Turn the pinned copies of a device batch's min/max into per-file pairs (once)."""
-        if job.host_extremes is None or job.extremes is not None:
+        """Turn the pinned copies of a device batch's min/max into per-file pairs."""
+        if job.host_extremes is None:
             return
         pairs = list(zip(job.host_extremes[0].tolist(), job.host_extremes[1].tolist(), strict=True))
         if job.batch.writes_grid:
@@ -578,7 +548,6 @@ class Writer:
                 encode_seconds = job.encode_share
             else:
                 self._wait_ready(job)
-                self._read_extremes(job)
                 start = time.perf_counter()
                 extremes = job.extremes[index] if job.extremes else None
                 data, nans = encode_image(job.batch, index, job.png_options, extremes)
@@ -639,6 +608,23 @@ def _yield_to_caller() -> None:
     feeds the writer keeps its cores; idle cores still go to the workers."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+
+
+def _record_event(samples: Any) -> Any:
+    """A CUDA event recorded on the current stream after ``samples`` were made (None off CUDA);
+    blocking, so that a worker waiting on it sleeps instead of spinning on a core."""
+    if not samples.is_cuda:
+        return None
+    torch = torch_module()
+    event = torch.cuda.Event(blocking=True)
+    event.record(torch.cuda.current_stream(samples.device))
+    return event
+
+
+def _to_host(value: Any, pinned: bool) -> Any:
+    """A ``non_blocking`` copy of a device tensor into (pinned) host memory."""
+    torch = torch_module()
+    return torch.empty(value.shape, dtype=value.dtype, pin_memory=pinned).copy_(value, non_blocking=True)
 
 
 def _detached(batch: Batch) -> Batch:

@@ -204,3 +204,32 @@ def test_malformed_records_raise_decode_error(tmp_path: Path, record: dict[str, 
 
 def test_environment_is_clean() -> None:
     assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+def test_writer_pinned_copy_path_on_cpu_tensors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path CUDA inputs take to the CPU encoder (convert on the device, copy to host
+    buffers, workers read after an event), run with CPU torch tensors kept as tensors."""
+    import importlib
+
+    import tensorpng.writer as writer_module
+    from tensorpng.convert import prepare
+
+    def torch_batch(x: object, image_options: object, png_options: object) -> tuple[object, bool]:
+        return prepare(x, image_options, keep_torch=True), False  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer_module, "prepare_for", torch_batch)
+    x = torch.rand(3, 3, 16, 16)
+    x[1, 0, 0, :2] = float("nan")
+    original = x.clone()
+    with pytest.warns(RuntimeWarning, match="2 NaN"):
+        expected = tensorpng.to_array(x)
+    with pytest.warns(RuntimeWarning, match="2 NaN"), tensorpng.Writer(tmp_path, workers=1) as writer:
+        writer.save(x, "{index}.png")
+        x.fill_(0.5)  # converted already: the files show the old values
+    for index in range(3):
+        assert np.array_equal(decode_imagecodecs((tmp_path / f"{index}.png").read_bytes()), expected[index])
+    read_text = importlib.import_module("tensorpng.load").read_text
+    record = json.loads(read_text((tmp_path / "2.png").read_bytes())["tensorpng"])
+    assert record["min"] == pytest.approx(float(original[2].min()))
+    assert record["max"] == pytest.approx(float(original[2].max()))
+    assert writer.stats.images_written == 3 and writer.stats.errors == 0
