@@ -156,12 +156,18 @@ def test_on_full_block_waits_for_room(tmp_path: Path) -> None:
     assert writer.stats.images_written == 2 and writer.stats.images_dropped == 0
 
 
-def test_on_full_drop_counts_and_warns_once(tmp_path: Path) -> None:
+def full_writer(tmp_path: Path, on_full: str) -> tuple[Writer, threading.Event, np.ndarray]:
+    """A writer whose queue is full: one 1024-byte image held in a sink until the gate opens."""
     gate = threading.Event()
     image = np.zeros((32, 32), np.uint8)
-    writer = Writer(tmp_path, workers=1, max_pending=1024, on_full="drop")
+    writer = Writer(tmp_path, workers=1, max_pending=1024, on_full=on_full)  # type: ignore[arg-type]
     writer._sink = SlowSink(tmp_path, gate=gate)
     writer.save(image, "0.png")
+    return writer, gate, image
+
+
+def test_on_full_drop_counts_and_warns_once(tmp_path: Path) -> None:
+    writer, gate, image = full_writer(tmp_path, "drop")
     with pytest.warns(RuntimeWarning, match="dropped"):
         writer.save(image, "1.png")
     writer.save(np.stack([image, image]), "x{index}.png", layout="NHW")  # dropped too, silently
@@ -173,11 +179,7 @@ def test_on_full_drop_counts_and_warns_once(tmp_path: Path) -> None:
 
 
 def test_on_full_error_raises(tmp_path: Path) -> None:
-    gate = threading.Event()
-    image = np.zeros((32, 32), np.uint8)
-    writer = Writer(tmp_path, workers=1, max_pending=1024, on_full="error")
-    writer._sink = SlowSink(tmp_path, gate=gate)
-    writer.save(image, "0.png")
+    writer, gate, image = full_writer(tmp_path, "error")
     with pytest.raises(QueueFullError, match="max_pending=1024"):
         writer.save(image, "1.png")
     gate.set()
