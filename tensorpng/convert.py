@@ -23,7 +23,7 @@ from .errors import DTypeError, OptionError, ShapeError, ValueRangeError
 from .grid import check_grid_options, make_grid
 from .layout import Layout, as_nhwc, parse_layout, resolve_layout
 from .palettes import PaletteSpec, resolve_palette
-from .scaling import Plan, ScaleOptions, convert_batch_on_device, convert_image, make_plan
+from .scaling import ConvertedImage, Plan, ScaleOptions, convert_batch_on_device, convert_image, make_plan
 
 
 @dataclass(frozen=True)
@@ -154,24 +154,38 @@ class Batch:
         """A host batch holding already converted ``N x H x W x C`` samples (same plan)."""
         return replace(self, images=samples, nan_count=nan_count, converted=True)
 
-    def image(self, index: int) -> tuple[np.ndarray, int]:
-        """Image ``index`` as ``H x W x C`` C-contiguous samples, and its NaN count (host only)."""
+    def image(self, index: int) -> ConvertedImage:
+        """Image ``index`` converted to ``H x W x C`` samples (host only; see
+        :class:`~tensorpng.scaling.ConvertedImage` for their memory order)."""
         assert not self.on_device, "call to_host() first"
         if self.converted:
-            return np.ascontiguousarray(self.images[index]), 0
-        samples, nans = convert_image(self.plan, self.images[index], index)
+            return ConvertedImage(self.images[index])
+        converted = convert_image(self.plan, self.images[index], index)
         if self.colormap is not None:
-            samples = apply_colormap(samples[..., 0], self.colormap)
-        return samples, nans
+            converted = converted._replace(samples=apply_colormap(converted.samples[..., 0], self.colormap))
+        return converted
 
-    def grid_image(self) -> tuple[np.ndarray, int]:
-        """The whole batch tiled into one ``H' x W' x C`` image, and the NaN count."""
+    def grid_image(self) -> ConvertedImage:
+        """The whole batch tiled into one C-contiguous ``H' x W' x C`` image."""
         converted = [self.image(index) for index in range(self.count)]
-        stacked = np.stack([image for image, _ in converted])
+        stacked = _stacked([image.samples for image in converted])
         opts = self.options
         pad = 0.0 if self.palette_table is not None else opts.pad_value  # label 0 between tiles
         grid = make_grid(stacked, nrow=opts.nrow, padding=opts.padding, pad_value=pad)
-        return grid, sum(nans for _, nans in converted)
+        known = [image.extremes for image in converted if image.extremes is not None]
+        extremes = None
+        if len(known) == len(converted):
+            extremes = min(low for low, _ in known), max(high for _, high in known)
+        return ConvertedImage(grid, sum(image.nans for image in converted), extremes)
+
+
+def _stacked(images: list[np.ndarray]) -> np.ndarray:
+    """``N x H x W x C`` C-contiguous samples of equally shaped images in any memory order
+    (``np.stack`` keeps the inputs' order: channels-first images would stay so)."""
+    out = np.empty((len(images), *images[0].shape), dtype=images[0].dtype)
+    for slot, image in enumerate(images):
+        out[slot] = image
+    return out
 
 
 def prepare(x: object, options: ImageOptions, *, keep_torch: bool = False) -> Batch:
@@ -237,11 +251,11 @@ def to_array(x: object, **options: Any) -> np.ndarray:
         raise OptionError(f"unknown option: {error}") from None
     batch = prepare(x, image_options).to_host()
     if batch.writes_grid:
-        result, nans = batch.grid_image()
+        result, nans, _ = batch.grid_image()
     else:
         converted = [batch.image(index) for index in range(batch.count)]
-        result = np.stack([image for image, _ in converted])
-        nans = sum(count for _, count in converted)
+        result = _stacked([image.samples for image in converted])
+        nans = sum(image.nans for image in converted)
         if not batch.layout.batched:
             result = result[0]
     warn_nans(nans + batch.nan_count, batch.source.description)

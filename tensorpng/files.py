@@ -390,32 +390,50 @@ os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def run_all(tasks: Sequence[Callable[[], Any]], workers: int | None) -> list[Any]:
-    """Run ``tasks`` on ``workers`` threads (all of them even if one fails), in order.
+    """Run ``tasks`` on ``workers`` threads (all of them even if one fails); results in order.
 
-    Raises the first failure (by task order) once every task has finished.
+    The calling thread works too, beside ``workers - 1`` pool threads, and each thread takes
+    the next task as soon as it is free: no future or wake-up per task, and a thread that
+    the machine slows down takes fewer tasks. Raises the first failure (by task order) once
+    every task has run; an interrupt of the caller (KeyboardInterrupt) stops handing out
+    tasks, waits for the running ones and is raised.
     """
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise OptionError(f"workers must be an integer >= 1 or None, got {workers!r}")
-    if len(tasks) == 1 or workers == 1:
-        results, failure = [], None
-        for task in tasks:
+    threads = min(default_workers() if workers is None else workers, len(tasks))
+    results: list[Any] = [None] * len(tasks)
+    failures: list[Exception | None] = [None] * len(tasks)
+    order = iter(range(len(tasks)))  # shared: next() on it is atomic under the GIL
+    interrupted = threading.Event()
+
+    def drain() -> None:
+        for index in order:
+            if interrupted.is_set():
+                return
             try:
-                results.append(task())
-            except Exception as error:  # re-raised below, after the others ran
-                failure = failure or error
-                results.append(None)
+                results[index] = tasks[index]()
+            except Exception as error:  # raised below, after the others ran
+                failures[index] = error
+
+    pool: ThreadPoolExecutor | None = None
+    helpers: list[Future[None]] = []
+    if threads > 1:
+        pool = shared_pool() if workers is None else ThreadPoolExecutor(threads - 1, "tensorpng")
+        helpers = [pool.submit(drain) for _ in range(threads - 1)]
+    try:
+        drain()
+    except BaseException:
+        interrupted.set()
+        raise
+    finally:
+        for helper in helpers:
+            helper.exception()  # wait for every task before raising anything
+        if pool is not None and pool is not _pool:
+            pool.shutdown(wait=True)
+    for failure in failures:
         if failure is not None:
             raise failure
-        return results
-    pool = shared_pool() if workers is None else ThreadPoolExecutor(workers, thread_name_prefix="tensorpng")
-    try:
-        futures: list[Future[Any]] = [pool.submit(task) for task in tasks]
-        for future in futures:
-            future.exception()  # wait for every task before raising anything
-        return [future.result() for future in futures]
-    finally:
-        if pool is not _pool:
-            pool.shutdown(wait=True)
+    return results
 
 
 def encode_image(
@@ -426,15 +444,15 @@ def encode_image(
     ``extremes``: the image's finite min and max for the record, when ``batch`` holds
     converted samples rather than the caller's values.
     """
-    image, nans = batch.grid_image() if batch.writes_grid else batch.image(index)
+    image = batch.grid_image() if batch.writes_grid else batch.image(index)
     position = index if batch.layout.batched and not batch.writes_grid else None
-    text = png_options.texts(batch, position, extremes)
+    text = png_options.texts(batch, position, extremes if extremes is not None else image.extremes)
     if batch.palette_table is not None:
-        labels = image[..., 0]
+        labels = image.samples[..., 0]
         return encode_indexed_png(
             labels, batch.palette_table, compression=png_options.compression, text=text
-        ), nans
-    return encode_png(image, compression=png_options.compression, text=text), nans
+        ), image.nans
+    return encode_png(image.samples, compression=png_options.compression, text=text), image.nans
 
 
 def save(

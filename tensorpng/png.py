@@ -10,6 +10,7 @@ written here, following the PNG specification (ISO/IEC 15948, W3C PNG 3rd editio
 
 from __future__ import annotations
 
+import math
 import struct
 import threading
 import zlib
@@ -96,12 +97,35 @@ def text_chunk(key: str, value: str) -> bytes:
         return chunk(b"iTXt", header + value.encode("utf-8"))
 
 
-def _sample_bytes(image: np.ndarray) -> np.ndarray:
-    """The image's samples as a ``H x (W*C*bytes)`` uint8 array in PNG (big-endian) order."""
-    height = image.shape[0]
+def _byte_planes(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """The image's sample bytes as C-contiguous ``K x H x w`` uint8 planes, and the filter's
+    byte distance within a plane (bytes from a byte to the same byte of the pixel on its left).
+
+    PNG filters predict each byte from the same byte of the pixel to the left and of the row
+    above, so every channel of 8-bit samples can be filtered on its own. For 8-bit samples
+    stored channels-first (a ``C x H x W`` array viewed as ``H x W x C``, as PyTorch holds
+    images), the planes are the channels: ``K = C``, ``w = W``, distance 1, and the bytes are
+    interleaved once, when the filtered planes are written into the scanlines. Otherwise the
+    one plane is the scanline bytes in PNG (big-endian) order: ``K = 1``, ``w = W*C*bytes``,
+    distance ``C*bytes``. Both give the same filtered bytes.
+    """
+    if image.ndim == 3 and image.dtype.itemsize == 1 and image.shape[2] > 1 and not image.flags.c_contiguous:
+        planes = image.transpose(2, 0, 1)
+        if planes.flags.c_contiguous:
+            return planes, 1
     # One pass at most: a copy only when the input is strided or (16-bit) not big-endian.
     image = np.ascontiguousarray(image, dtype=">u2" if image.dtype.itemsize == 2 else np.uint8)
-    return image.reshape(height, -1).view(np.uint8)
+    bpp = (image.shape[2] if image.ndim == 3 else 1) * image.dtype.itemsize
+    return image.reshape(1, image.shape[0], -1).view(np.uint8), bpp
+
+
+def _interleaved_bytes(planes: np.ndarray, distance: int) -> tuple[np.ndarray, int]:
+    """``H x n`` scanline bytes (no filter bytes) and bytes per pixel of :func:`_byte_planes`'s
+    result."""
+    count, height, _ = planes.shape
+    if count == 1:
+        return planes[0], distance
+    return np.ascontiguousarray(planes.transpose(1, 2, 0)).reshape(height, -1), count
 
 
 def _paeth_into(left: np.ndarray, up: np.ndarray, up_left: np.ndarray, out: np.ndarray) -> None:
@@ -125,42 +149,91 @@ def _paeth_into(left: np.ndarray, up: np.ndarray, up_left: np.ndarray, out: np.n
     np.copyto(out, left, where=mask)
 
 
-def _filter_rows(rows: np.ndarray, prior: np.ndarray, bpp: int, kind: int, out: np.ndarray) -> None:
-    """Filter ``rows`` (``h x n`` uint8) with the rows above them ``prior`` into ``out``.
+def _residual_into(
+    kind: int,
+    current: np.ndarray,
+    left: np.ndarray | None,
+    up: np.ndarray | None,
+    up_left: np.ndarray | None,
+    out: np.ndarray,
+) -> None:
+    """``out = current - prediction`` (mod 256) for filter ``kind`` over one region of bytes.
 
-    ``prior`` holds the row above each row (zeros above the first row of the image), ``bpp``
-    is the number of bytes per complete pixel. ``out`` has the shape of ``rows`` and shares
-    no memory with ``rows`` or ``prior``.
+    ``left``, ``up`` and ``up_left`` are the bytes each prediction reads (spec 9.2), or None
+    where they lie outside the image and count as 0. ``out`` shares no memory with the rest.
     """
-    if kind == FILTER_NONE:
-        out[...] = rows
-    elif kind == FILTER_SUB:
-        out[:, :bpp] = rows[:, :bpp]
-        np.subtract(rows[:, bpp:], rows[:, :-bpp], out=out[:, bpp:])
+    if kind == FILTER_SUB:
+        predictor = left
     elif kind == FILTER_UP:
-        np.subtract(rows, prior, out=out)
+        predictor = up
     elif kind == FILTER_AVERAGE:
-        # floor((left + up) / 2) in uint8 without overflow: (l & u) + ((l ^ u) >> 1), in place.
-        np.subtract(rows[:, :bpp], np.right_shift(prior[:, :bpp], 1), out=out[:, :bpp])
-        left, up, rest = rows[:, :-bpp], prior[:, bpp:], out[:, bpp:]
-        np.bitwise_xor(left, up, out=rest)
-        np.right_shift(rest, 1, out=rest)
-        rest += np.bitwise_and(left, up)
-        np.subtract(rows[:, bpp:], rest, out=rest)
+        if left is not None and up is not None:
+            # floor((left + up) / 2) in uint8 without overflow: (l ^ u) >> 1 plus l & u.
+            np.bitwise_xor(left, up, out=out)
+            np.right_shift(out, 1, out=out)
+            out += np.bitwise_and(left, up, out=_scratch("average", out.shape))
+            np.subtract(current, out, out=out)
+            return
+        nearest = left if up is None else up
+        predictor = None if nearest is None else np.right_shift(nearest, 1)
     elif kind == FILTER_PAETH:
-        # With left and up-left zero, Paeth predicts "up" for the first pixel of a row.
-        np.subtract(rows[:, :bpp], prior[:, :bpp], out=out[:, :bpp])
-        rest = out[:, bpp:]
-        _paeth_into(rows[:, :-bpp], prior[:, bpp:], prior[:, :-bpp], rest)
-        np.subtract(rows[:, bpp:], rest, out=rest)
-    else:  # pragma: no cover - internal misuse
-        raise AssertionError(f"unknown filter {kind}")
+        if left is not None and up is not None:
+            assert up_left is not None
+            _paeth_into(left, up, up_left, out)
+            np.subtract(current, out, out=out)
+            return
+        predictor = left if up is None else up  # with two of the three zero, Paeth picks the third
+    else:
+        predictor = None
+    if predictor is None:
+        np.copyto(out, current)
+    else:
+        np.subtract(current, predictor, out=out)
+
+
+def _filter_planes(planes: np.ndarray, distance: int, kind: int, out: np.ndarray) -> None:
+    """Filter C-contiguous ``K x H x w`` byte planes with ``kind`` into ``out`` (same shape,
+    C-contiguous); ``distance``: bytes from a byte to the same byte of the pixel on its left.
+
+    Works on each plane as one flat run of bytes, where the byte above is ``w`` back and the
+    byte on the left ``distance`` back: a few long NumPy passes (row-by-row views cost 3x
+    more), then the first ``distance`` bytes of each row, which have nothing on their left,
+    are redone on their own.
+    """
+    count, height, width = planes.shape
+    if kind == FILTER_NONE:
+        np.copyto(out, planes)
+        return
+    flat, result = planes.reshape(count, -1), out.reshape(count, -1)
+    total = flat.shape[1]
+    step = min(distance, width)
+    # The first row: nothing above.
+    np.copyto(result[:, :step], flat[:, :step])
+    _residual_into(kind, flat[:, step:width], flat[:, : width - step], None, None, result[:, step:width])
+    if height == 1:
+        return
+    _residual_into(
+        kind,
+        flat[:, width + step :],
+        flat[:, width : total - step],
+        flat[:, step : total - width],
+        flat[:, : total - width - step],
+        result[:, width + step :],
+    )
+    # The first bytes of the later rows: nothing on their left.
+    _residual_into(kind, planes[:, 1:, :step], None, planes[:, :-1, :step], None, out[:, 1:, :step])
 
 
 def filter_image(data: np.ndarray, bpp: int, kind: int, out: np.ndarray) -> None:
-    """Filter every row of ``data`` (``H x n`` uint8 sample bytes) with ``kind`` into ``out``."""
-    _filter_rows(data[:1], np.zeros_like(data[:1]), bpp, kind, out[:1])
-    _filter_rows(data[1:], data[:-1], bpp, kind, out[1:])
+    """Filter every row of ``data`` (``H x n`` uint8 sample bytes) with ``kind`` into ``out``
+    (``H x n``, any strides); ``bpp`` is the bytes per complete pixel (at least 1)."""
+    planes = np.ascontiguousarray(data)[None]
+    if out.flags.c_contiguous:
+        _filter_planes(planes, bpp, kind, out[None])
+    else:
+        filtered = np.empty_like(planes)
+        _filter_planes(planes, bpp, kind, filtered)
+        out[...] = filtered[0]
 
 
 def _cost(filtered: np.ndarray) -> np.ndarray:
@@ -176,7 +249,7 @@ def _cost(filtered: np.ndarray) -> np.ndarray:
 
 
 _FAST_CANDIDATES = (FILTER_NONE, FILTER_SUB, FILTER_UP, FILTER_AVERAGE)
-_SAMPLE_ROWS = 24
+_SAMPLE_ROWS = 16
 
 
 def choose_filter(data: np.ndarray, bpp: int) -> int:
@@ -186,65 +259,68 @@ def choose_filter(data: np.ndarray, bpp: int) -> int:
     the one with the smallest sum of absolute signed residuals over the sampled rows wins
     (the earlier candidate on a tie).
     """
-    return _choose_filter(data, bpp)[0]
+    return _choose_filter(np.ascontiguousarray(data)[None], bpp)[0]
 
 
-_SAMPLE_CACHE: dict[int, np.ndarray] = {}
+def _sampled_rows(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``_SAMPLE_ROWS`` rows of ``K x H x w`` planes (``H >= 2``), evenly spaced from
+    row 1, and the rows above them: strided views, not copies."""
+    height = planes.shape[1]
+    step = max(1, (height - 1) // _SAMPLE_ROWS)
+    count = min(_SAMPLE_ROWS, (height - 2) // step + 1)
+    return planes[:, 1 : 1 + step * count : step], planes[:, : step * count : step]
 
 
-def _sample_index(height: int) -> np.ndarray:
-    """Rows 1..H-1 to sample, evenly spread (cached: the same heights recur in a batch)."""
-    index = _SAMPLE_CACHE.get(height)
-    if index is None:
-        index = np.unique(np.linspace(1, height - 1, num=min(_SAMPLE_ROWS, height - 1)).astype(np.intp))
-        _SAMPLE_CACHE[height] = index
-    return index
+def _choose_filter(planes: np.ndarray, distance: int) -> tuple[int, float]:
+    """The filter :func:`choose_filter` picks for ``K x H x w`` byte planes (see
+    :func:`_byte_planes`), and its mean absolute residual per byte.
 
-
-def _choose_filter(data: np.ndarray, bpp: int) -> tuple[int, float]:
-    """The filter :func:`choose_filter` picks, and its mean absolute residual per byte.
-
-    All four candidates are scored together in int16 with a dozen NumPy calls: on small
-    samples the per-call overhead, spent holding the GIL, is what costs (and what keeps
-    threads from scaling), not the arithmetic.
+    The candidates' residuals of the sampled rows are computed in uint8 and scored together:
+    on small samples the per-call overhead, spent holding the GIL, is what costs (and what
+    keeps threads from scaling), not the arithmetic.
     """
-    height = data.shape[0]
+    height, width = planes.shape[1:]
+    step = min(distance, width)
     if height < 2:
-        rows = data[:1].astype(np.int16)
-        prior = np.zeros_like(rows)
+        rows, prior = planes[:, :1], None
         candidates: tuple[int, ...] = (FILTER_NONE, FILTER_SUB)
     else:
-        index = _sample_index(height)
-        rows = data[index].astype(np.int16)
-        prior = data[index - 1].astype(np.int16)
+        rows, prior = _sampled_rows(planes)
         candidates = _FAST_CANDIDATES
-    left = np.zeros_like(rows)
-    left[:, bpp:] = rows[:, :-bpp]
-    residuals = np.empty((4, *rows.shape), dtype=np.int16)
-    residuals[0] = rows
-    np.subtract(rows, left, out=residuals[1])
-    np.subtract(rows, prior, out=residuals[2])
-    np.add(left, prior, out=residuals[3])
-    residuals[3] >>= 1
-    np.subtract(rows, residuals[3], out=residuals[3])
-    # each residual byte read as signed: ((r + 128) mod 256) - 128, then its magnitude
-    residuals += 128
-    residuals &= 255
-    residuals -= 128
-    np.abs(residuals, out=residuals)
-    costs = residuals.reshape(4, -1).sum(axis=1)[: len(candidates)]
+    residuals = np.empty((len(candidates), *rows.shape), dtype=np.uint8)
+    for slot, kind in enumerate(candidates):
+        out = residuals[slot]
+        up = None if prior is None else prior[..., step:]
+        up_left = None if prior is None else prior[..., : width - step]
+        _residual_into(kind, rows[..., step:], rows[..., : width - step], up, up_left, out[..., step:])
+        first_up = None if prior is None else prior[..., :step]
+        _residual_into(kind, rows[..., :step], None, first_up, None, out[..., :step])
+    costs = _cost(residuals.reshape(len(candidates), -1))
     best = int(np.argmin(costs))
     return candidates[best], float(costs[best]) / max(1, rows.size)
 
 
-def _filtered_fast(data: np.ndarray, bpp: int) -> tuple[np.ndarray, float]:
+def _scanlines(filtered: np.ndarray, kind: int) -> np.ndarray:
+    """``H x (1 + K*w)`` scanlines: filter byte ``kind``, then the ``K x H x w`` planes'
+    bytes interleaved (a per-thread buffer, see :func:`_scratch`)."""
+    count, height, width = filtered.shape
+    lines = _scratch("scanlines", (height, 1 + count * width))
+    lines[:, 0] = kind
+    samples = lines[:, 1:].reshape(height, width, count)
+    for plane in range(count):
+        samples[:, :, plane] = filtered[plane]
+    return lines
+
+
+def _filtered_fast(planes: np.ndarray, distance: int) -> tuple[np.ndarray, float]:
     """``H x (1+n)`` filtered scanlines with one filter for every row, and the mean absolute
     residual per byte of the sampled rows."""
-    kind, residual = _choose_filter(data, bpp)
-    out = _scratch((data.shape[0], data.shape[1] + 1))
-    out[:, 0] = kind
-    filter_image(data, bpp, kind, out[:, 1:])
-    return out, residual
+    kind, residual = _choose_filter(planes, distance)
+    filtered = planes
+    if kind != FILTER_NONE:
+        filtered = _scratch("filtered", planes.shape)
+        _filter_planes(planes, distance, kind, filtered)
+    return _scanlines(filtered, kind), residual
 
 
 _ADAPTIVE_BLOCK_BYTES = 1 << 17
@@ -253,23 +329,23 @@ _ADAPTIVE_BLOCK_BYTES = 1 << 17
 def _filtered_adaptive(data: np.ndarray, bpp: int) -> np.ndarray:
     """``H x (1+n)`` filtered scanlines, each row with the filter of smallest cost (all five).
 
-    Works through blocks of about 128 KiB of rows, so that the five candidates and the
-    Paeth temporaries stay in cache and are reused (large temporaries made afresh for every
-    image cost a page fault per 4 KiB).
+    Works through blocks of about 128 KiB of rows (each with the row above it, which Up,
+    Average and Paeth read), so that the five candidates and the Paeth temporaries stay in
+    cache and are reused (large temporaries made afresh for every image cost a page fault
+    per 4 KiB).
     """
     height, width = data.shape
     kinds = (FILTER_NONE, FILTER_SUB, FILTER_UP, FILTER_AVERAGE, FILTER_PAETH)
     block = max(1, _ADAPTIVE_BLOCK_BYTES // width)
-    candidates = np.empty((len(kinds), min(block, height), width), dtype=np.uint8)
+    candidates = np.empty((len(kinds), min(block, height) + 1, width), dtype=np.uint8)
     out = np.empty((height, width + 1), dtype=np.uint8)
     for start in range(0, height, block):
         stop = min(start + block, height)
-        rows, scratch = data[start:stop], candidates[:, : stop - start]
+        first = max(start - 1, 0)
+        rows = data[first:stop][None]
         for slot, kind in enumerate(kinds):
-            if start == 0:
-                filter_image(rows, bpp, kind, scratch[slot])
-            else:
-                _filter_rows(rows, data[start - 1 : stop - 1], bpp, kind, scratch[slot])
+            _filter_planes(rows, bpp, kind, candidates[slot, : stop - first][None])
+        scratch = candidates[:, start - first : stop - first]
         best = np.argmin(_cost(scratch), axis=0)
         out[start:stop, 0] = best
         out[start:stop, 1:] = scratch[best, np.arange(stop - start)]
@@ -285,19 +361,25 @@ def _deflate_small(data: np.ndarray) -> bytes:
 
 
 _thread_scratch = threading.local()
+_SCRATCH_KEPT_BYTES = 1 << 24
 
 
-def _scratch(shape: tuple[int, int]) -> np.ndarray:
-    """A ``shape`` uint8 array from a per-thread buffer that is reused across calls.
+def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A ``shape`` uint8 array from this thread's buffer ``name``, reused across calls.
 
-    The filtered scanlines live only until they are deflated; reusing their memory saves a
-    page fault per 4 KiB (a few % of the encode). Never returned to callers.
+    Filtered bytes and scanlines live only until they are deflated; reusing their memory
+    saves a page fault per 4 KiB (a few % of the encode). Never returned to callers.
+    Buffers above 16 MiB are not kept, so a thread holds at most a few of those.
     """
-    size = shape[0] * shape[1]
-    buffer: np.ndarray | None = getattr(_thread_scratch, "buffer", None)
+    size = math.prod(shape)
+    if size > _SCRATCH_KEPT_BYTES:
+        return np.empty(shape, dtype=np.uint8)
+    buffers: dict[str, np.ndarray] | None = getattr(_thread_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _thread_scratch.buffers = {}
+    buffer = buffers.get(name)
     if buffer is None or buffer.size < size:
-        buffer = np.empty(max(size, 1 << 16), dtype=np.uint8)
-        _thread_scratch.buffer = buffer
+        buffer = buffers[name] = np.empty(max(size, 1 << 16), dtype=np.uint8)
     return buffer[:size].reshape(shape)
 
 
@@ -360,7 +442,10 @@ def encode_png(
 
     Args:
         image: ``H x W`` or ``H x W x C`` NumPy array, C = 1 (gray), 2 (gray+alpha), 3 (RGB)
-            or 4 (RGBA); dtype uint8 (bit depth 8) or uint16 (bit depth 16, any byte order).
+            or 4 (RGBA); dtype uint8 (bit depth 8) or uint16 (bit depth 16, any byte order);
+            any strides. 8-bit samples held channels-first (``planes.transpose(1, 2, 0)`` of
+            a C-contiguous ``C x H x W`` array) are filtered plane by plane, without an
+            interleaving copy of their own.
         compression: ``"fast"`` (default): one filter per image chosen from a sample of rows,
             ISA-L level 1 deflate. ``"small"``: per-row adaptive filtering over all five
             filters and libdeflate level 12 (zlib level 9 without the ``deflate`` package).
@@ -375,8 +460,7 @@ def encode_png(
     channels = 1 if image.ndim == 2 else image.shape[2]
     height, width = image.shape[:2]
     return _encode_scanlines(
-        _sample_bytes(image),
-        channels * image.dtype.itemsize,
+        *_byte_planes(image),
         width=width,
         height=height,
         bit_depth=8 * image.dtype.itemsize,
@@ -392,8 +476,8 @@ def _check_compression(compression: str) -> None:
 
 
 def _encode_scanlines(
-    data: np.ndarray,
-    bpp: int,
+    planes: np.ndarray,
+    distance: int,
     *,
     width: int,
     height: int,
@@ -403,17 +487,18 @@ def _encode_scanlines(
     text: Mapping[str, str] | None,
     before_idat: tuple[bytes, ...] = (),
 ) -> bytes:
-    """A PNG file from ``data``, the ``H x n`` uint8 scanline bytes without filter bytes.
+    """A PNG file from the sample bytes as ``K x H x w`` uint8 ``planes`` (see
+    :func:`_byte_planes`; ``distance`` is the filter's byte distance within a plane).
 
-    ``bpp`` is the filter's byte distance (bytes per complete pixel, at least 1), the other
-    keywords the IHDR fields; ``before_idat`` are complete chunks (e.g. ``PLTE``) written
-    after IHDR and the text chunks, before the image data.
+    The other keywords are the IHDR fields; ``before_idat`` are complete chunks (e.g.
+    ``PLTE``) written after IHDR and the text chunks, before the image data.
     """
     if compression == "fast":
-        compressed = _deflate_fast(*_filtered_fast(data, bpp))
+        compressed = _deflate_fast(*_filtered_fast(planes, distance))
     elif compression == "small":
-        compressed = _deflate_small(_filtered_adaptive(data, bpp))
+        compressed = _deflate_small(_filtered_adaptive(*_interleaved_bytes(planes, distance)))
     else:
+        data, _ = _interleaved_bytes(planes, distance)
         raw = np.empty((height, data.shape[1] + 1), dtype=np.uint8)
         raw[:, 0] = FILTER_NONE
         raw[:, 1:] = data
@@ -525,7 +610,7 @@ def encode_indexed_png(
         )
     plte = chunk(b"PLTE", np.ascontiguousarray(palette[:entries]).tobytes())
     return _encode_scanlines(
-        _pack_indices(labels, depth),
+        np.ascontiguousarray(_pack_indices(labels, depth))[None],
         1,
         width=width,
         height=height,

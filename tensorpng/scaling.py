@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 
@@ -255,72 +255,93 @@ def _where(condition: Any, a: Any, b: Any) -> Any:
     return torch_module().where(condition, a, b)
 
 
-def convert_image(plan: Plan, x: np.ndarray, index: int) -> tuple[np.ndarray, int]:
-    """Convert image ``index`` of the batch: ``x`` is its ``H x W x C`` NumPy view.
+class ConvertedImage(NamedTuple):
+    """One image's PNG samples, and what the conversion learnt about its values on the way.
 
-    Returns:
-        The ``H x W x C`` C-contiguous uint8/uint16 samples, and the number of NaN values.
+    ``samples``: ``H x W x C`` uint8/uint16; for channels-first inputs a view of a
+    C-contiguous ``C x H x W`` array (the encoder filters such planes without interleaving
+    them first), else C-contiguous. ``nans``: NaN values of the input (written as 0).
+    ``extremes``: the input image's finite min and max when the conversion found them (None:
+    not computed here).
     """
+
+    samples: np.ndarray
+    nans: int = 0
+    extremes: tuple[float, float] | None = None
+
+
+# Samples computed as ``x * gain + offset`` within ``[0, max + _CLAMP_FREE_TOP]`` need no clamp:
+# the cast truncates them to ``0..max`` already (float32 rounding moves them by ~1e-4 at most).
+_CLAMP_FREE_TOP = 0.75
+
+
+def convert_image(plan: Plan, x: np.ndarray, index: int) -> ConvertedImage:
+    """Convert image ``index`` of the batch: ``x`` is its ``H x W x C`` NumPy view."""
     out_dtype = plan.out_dtype
     if plan.mode == "copy":
-        return np.ascontiguousarray(x, dtype=out_dtype), 0
+        if x.dtype == out_dtype and (x.flags.c_contiguous or x.transpose(2, 0, 1).flags.c_contiguous):
+            return ConvertedImage(x)  # already samples, in a memory order the encoder takes
+        return ConvertedImage(np.ascontiguousarray(x, dtype=out_dtype))
     if plan.mode == "bool":
-        return np.ascontiguousarray(x, dtype=out_dtype) * out_dtype(plan.max_value), 0
+        return ConvertedImage(np.ascontiguousarray(x, dtype=out_dtype) * out_dtype(plan.max_value))
     if plan.mode == "widen":
-        return np.ascontiguousarray(x, dtype=np.uint16) * np.uint16(257), 0
+        return ConvertedImage(np.ascontiguousarray(x, dtype=np.uint16) * np.uint16(257))
     if plan.mode == "narrow":
         wide = x.astype(np.uint32) + 128
         wide //= 257
-        return np.ascontiguousarray(wide, dtype=np.uint8), 0
-    row = index if plan.gain.shape[0] > 1 else 0
-    # The float passes run in the input's memory order (``empty_like`` keeps it): a CHW
-    # tensor viewed as H x W x C is strided, and walking it in HWC order costs several
-    # times more. The samples are then cast in that order too and interleaved into
-    # C-contiguous H x W x C one channel at a time (7x faster than one transposing copy).
-    values = np.empty_like(x, dtype=plan.compute_dtype)
-    gain = plan.gain[row].astype(plan.compute_dtype)
-    offset = plan.offset[row].astype(plan.compute_dtype)
-    with np.errstate(invalid="ignore", over="ignore"):
-        _affine(x, gain, offset, values)
-        np.clip(values, 0, plan.max_value, out=values)  # +-inf clamp; NaN stays NaN
-    nans = 0
-    if x.dtype.kind == "f" and not np.isfinite(np.add.reduce(values, axis=None)):
-        # rare: only images that hold NaN pay for this. Count the input's NaNs (inf * a zero
-        # gain is NaN too, and is also written as 0, but is no NaN of the caller's).
-        nans = int(np.count_nonzero(np.isnan(x)))
-        values[np.isnan(values)] = 0
-    samples = np.empty_like(values, dtype=out_dtype)
-    np.copyto(samples, values, casting="unsafe")  # truncates: values hold the + 0.5 already
-    return interleaved(samples), nans
+        return ConvertedImage(np.ascontiguousarray(wide, dtype=np.uint8))
+    return _convert_affine(plan, x, index)
 
 
-def _affine(x: np.ndarray, gain: np.ndarray, offset: np.ndarray, out: np.ndarray) -> None:
-    """``out = x * gain + offset`` with per-channel ``gain``/``offset`` over ``H x W x C``.
+def _convert_affine(plan: Plan, x: np.ndarray, index: int) -> ConvertedImage:
+    """``floor(clamp(x * gain + offset, 0, max))`` for one ``H x W x C`` image.
 
-    Broadcasting a C-vector over a C-contiguous last axis makes NumPy loop over 3 or 4
-    elements at a time (~20x slower), so channels-last images use a row-long tiled vector
-    and other layouts one scalar pass per channel.
+    The passes run over the input's memory as it lies: channels-first images (a PyTorch
+    ``C x H x W`` viewed as ``H x W x C``) as ``C`` long planes with one gain each, channels-
+    last ones as rows with a row-long tiled gain (broadcasting a C-vector over a contiguous
+    last axis makes NumPy loop over 3 or 4 elements at a time, ~20x slower). Samples stay in
+    that order. The input's min and max (per channel when channels-first) come first: they
+    are the metadata's extremes, they reveal NaN (which min and max propagate), and when the
+    mapped range cannot leave ``0..max`` the clamp pass is skipped.
     """
+    row = index if plan.gain.shape[0] > 1 else 0
     height, width, channels = x.shape
-    if x.flags.c_contiguous and out.flags.c_contiguous:
-        rows, out_rows = x.reshape(height, width * channels), out.reshape(height, width * channels)
-        np.multiply(rows, np.tile(gain, width), out=out_rows)
-        out_rows += np.tile(offset, width)
-        return
-    for channel in range(channels):
-        plane = out[..., channel]
-        np.multiply(x[..., channel], gain[channel], out=plane)
-        plane += offset[channel]
-
-
-def interleaved(image: np.ndarray) -> np.ndarray:
-    """``image`` (``H x W x C``, any strides) as a C-contiguous array, copied per channel."""
-    if image.flags.c_contiguous:
-        return image
-    out = np.empty(image.shape, dtype=image.dtype)
-    for channel in range(image.shape[2]):
-        out[..., channel] = image[..., channel]
-    return out
+    gain64, offset64 = plan.gain[row], plan.offset[row]
+    gain, offset = gain64.astype(plan.compute_dtype), offset64.astype(plan.compute_dtype)
+    planar = x.transpose(2, 0, 1).flags.c_contiguous
+    if planar:
+        source = x.transpose(2, 0, 1).reshape(channels, -1)
+        low, high = source.min(axis=1), source.max(axis=1)
+        gain, offset = gain[:, None], offset[:, None]
+    else:
+        source = np.ascontiguousarray(x).reshape(height, width * channels)
+        low, high = source.min(), source.max()
+        gain, offset = np.tile(gain, width), np.tile(offset, width)
+    values = np.empty(source.shape, dtype=plan.compute_dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.multiply(source, gain, out=values)
+        values += offset
+        ends = (np.multiply(low, gain64) + offset64, np.multiply(high, gain64) + offset64)
+    finite = bool(np.isfinite(low).all() and np.isfinite(high).all())
+    nans = 0
+    clamp_free = finite and np.minimum(*ends).min() >= 0
+    if not (clamp_free and np.maximum(*ends).max() <= plan.max_value + _CLAMP_FREE_TOP):
+        with np.errstate(invalid="ignore"):
+            np.clip(values, 0, plan.max_value, out=values)  # +-inf clamp; NaN stays NaN
+        if not finite and x.dtype.kind == "f" and not np.isfinite(np.add.reduce(values, axis=None)):
+            # rare: only images that hold NaN or inf pay for this. Count the input's NaNs
+            # (inf * a zero gain is NaN too, and is also written as 0, but is no NaN of the
+            # caller's).
+            nans = int(np.count_nonzero(np.isnan(x)))
+            values[np.isnan(values)] = 0
+    samples = np.empty(values.shape, dtype=plan.out_dtype)
+    np.copyto(samples, values, casting="unsafe")  # truncates: values hold the + 0.5 already
+    if planar:
+        samples = samples.reshape(channels, height, width).transpose(1, 2, 0)
+    else:
+        samples = samples.reshape(height, width, channels)
+    extremes = (float(np.min(low)), float(np.max(high))) if finite else None
+    return ConvertedImage(samples, nans, extremes)
 
 
 def convert_batch_on_device(plan: Plan, x: Any) -> tuple[Any, Any]:

@@ -597,6 +597,58 @@ def test_workers_give_the_same_files(workers: int | None, tmp_path: Path) -> Non
     assert_no_temp_files(tmp_path)
 
 
+def test_run_all_runs_every_task_once_and_raises_the_first_failure() -> None:
+    ran: list[int] = []
+
+    def task(index: int) -> int:
+        ran.append(index)
+        if index in (3, 5):
+            raise ValueError(f"task {index}")
+        return index * 10
+
+    for workers in (1, 2, 3):
+        ran.clear()
+        with pytest.raises(ValueError, match="task 3"):
+            tensorpng.files.run_all([lambda i=i: task(i) for i in range(9)], workers)
+        assert sorted(ran) == list(range(9)), workers
+        assert tensorpng.files.run_all([lambda i=i: i * 10 for i in range(9)], workers) == [
+            i * 10 for i in range(9)
+        ]
+
+
+def test_run_all_uses_the_caller_and_the_pool_at_once() -> None:
+    """Tasks that meet in pairs only finish when two threads run them together."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=10)
+    threads: set[int] = set()
+
+    def task() -> None:
+        threads.add(threading.get_ident())
+        barrier.wait()
+
+    tensorpng.files.run_all([task] * 6, 2)
+    assert threading.get_ident() in threads and len(threads) == 2
+
+
+def test_run_all_stops_handing_out_tasks_when_the_caller_is_interrupted() -> None:
+    import threading
+    import time
+
+    main = threading.get_ident()
+    ran: list[int] = []
+
+    def task(index: int) -> None:
+        ran.append(index)
+        if threading.get_ident() == main:
+            raise KeyboardInterrupt
+        time.sleep(0.01)
+
+    with pytest.raises(KeyboardInterrupt):
+        tensorpng.files.run_all([lambda i=i: task(i) for i in range(200)], 2)
+    assert len(ran) < 20, "tasks kept being handed out after the interrupt"
+
+
 # ---------------------------------------------------------------------------------------------
 # Input kinds
 

@@ -808,3 +808,53 @@ def test_device_path_agrees_with_host_path(make, options) -> None:  # type: igno
     np.testing.assert_array_equal(device, host)
     expected_nans = int(torch.isnan(nhwc).sum()) if nhwc.is_floating_point() else 0
     assert int(nans) == expected_nans
+
+
+@pytest.mark.parametrize("layout", ["CHW", "HWC"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_the_clamp_is_skipped_only_where_it_changes_nothing(
+    layout: str, bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-range images skip the clamp pass (their min and max prove it is not needed);
+    values a hair outside the range, which the clamp-free cast also writes right, and values
+    farther out, which need the clamp, come out as the float64 reference says."""
+    clamps: list[object] = []
+    real_clip = np.clip
+    monkeypatch.setattr(np, "clip", lambda *a, **k: clamps.append(a) or real_clip(*a, **k))
+    top = (1 << bits) - 1
+    hair = 0.2 / top  # within a quarter of a step outside 0..1: truncation gives 0 / max
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    rng = np.random.default_rng(bits)
+    cases = {
+        "inside": (rng.uniform(0, 1, (3, 6, 5)), False),
+        "a hair outside": (np.clip(rng.uniform(-hair, 1 + hair, (3, 6, 5)), -hair, 1 + hair), False),
+        "one channel far out": (
+            np.concatenate([rng.uniform(0, 1, (2, 6, 5)), np.full((1, 6, 5), 1.5)]),
+            True,
+        ),
+        "below zero": (rng.uniform(-0.5, 1, (3, 6, 5)), True),
+        # 0.9 of a step over the top: without the clamp, max + 1.4 would wrap around to 0
+        "a step outside": (np.minimum(rng.uniform(0, 1.1, (3, 6, 5)), 1 + 0.9 / top), True),
+    }
+    for name, (pixels, needs_clamp) in cases.items():
+        pixels[:, 0, 0] = [0.0, 1.0, 0.25]  # both ends exactly (0.25: no rounding tie)
+        normalized = (pixels - mean[:, None, None]) / std[:, None, None]
+        x: object = torch.from_numpy(normalized.astype(np.float32))
+        if layout == "HWC":
+            x = np.ascontiguousarray(normalized.transpose(1, 2, 0)).astype(np.float32)
+        restored = np.asarray(x, np.float64) if layout == "HWC" else normalized.transpose(1, 2, 0)
+        expected = reference(restored.astype(np.float32), mean=mean, std=std, bits=bits)
+        clamps.clear()
+        out = tensorpng.to_array(x, mean=mean, std=std, bits=bits)
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+        if layout == "CHW":  # per-channel extremes: the clamp runs exactly when it is needed
+            assert bool(clamps) == needs_clamp, name
+    # Channels-last images are bounded by their overall min and max (per-channel reductions
+    # over a 3-wide last axis are slow): without per-channel gains, in-range ones skip it too.
+    inside = rng.uniform(0, 1, (6, 5, 3))
+    inside[0, 0] = [0.0, 1.0, 0.25]
+    for values, needs_clamp in ((inside, False), (inside + 0.01, True)):
+        expected = reference(values, bits=bits)
+        clamps.clear()
+        np.testing.assert_array_equal(tensorpng.to_array(values, bits=bits), expected)
+        assert bool(clamps) == needs_clamp

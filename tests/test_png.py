@@ -353,6 +353,11 @@ def test_sixteen_bit_samples_are_big_endian() -> None:
     assert lines[:, 1:].tolist() == [[1, 2, 0xA0, 0xB0], [0xFF, 0xFE, 0, 1]]
 
 
+def channels_first(image: np.ndarray) -> np.ndarray:
+    """``image`` (``H x W x C``) as an ``H x W x C`` view of a C-contiguous ``C x H x W`` copy."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1)).transpose(1, 2, 0)
+
+
 def strided_variants(base: np.ndarray) -> dict[str, np.ndarray]:
     variants = {
         "every_other": base[::2, ::3],
@@ -363,6 +368,10 @@ def strided_variants(base: np.ndarray) -> dict[str, np.ndarray]:
         "transposed": base.transpose(1, 0, 2),
         "one_channel_2d": base[..., 1],
         "gray_alpha_pair": base[..., 1:3],
+        # channels-first memory, as torch holds images (8-bit: filtered plane by plane)
+        "channels_first": channels_first(base),
+        "channels_first_rgb": channels_first(base)[..., :3],
+        "channels_first_pair": channels_first(base)[..., 2:],
     }
     for name, view in variants.items():
         assert not view.flags.c_contiguous, name
@@ -463,6 +472,8 @@ def test_fast_mode_uses_each_filter(kind: int, dtype: type, channels: int, tmp_p
     np.testing.assert_array_equal(scanlines(encoded)[:, 1:], reference_filter(data, bpp, kind))
     assert_decodes_exactly(encoded, image)
     pngcheck_bytes(encoded, tmp_path)
+    if image.ndim == 3:  # the same image held channels-first: the same file
+        assert encode_checked(channels_first(image), "fast") == encoded
 
 
 @pytest.mark.parametrize("bpp", [1, 3, 8])
@@ -807,6 +818,8 @@ def test_property_round_trip(
     assert_same(decode_imagecodecs(data), expected, "imagecodecs")
     assert_same(decode_pypng(data), expected, "pypng")
     pngcheck_bytes(data, tmp_path_factory.mktemp("property"))
+    if image.ndim == 3:  # held channels-first (8-bit: filtered plane by plane): the same file
+        assert encode_png(channels_first(image), compression=compression) == data  # type: ignore[arg-type]
 
 
 @st.composite
