@@ -13,23 +13,31 @@ import inspect
 import itertools
 import math
 import os
+import queue
 import secrets
 import string
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import gpu_encode
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, ImageOptions, prepare, warn_nans
 from .errors import OptionError, PathError, TargetExistsError, WriteError
 from .metadata import METADATA_KEY, device_extremes, mapping_record, text_chunks
-from .png import COMPRESSIONS, Compression, encode_indexed_png, encode_png, text_chunk
+from .png import (
+    COMPRESSIONS,
+    Compression,
+    FilteredPNG,
+    filter_indexed_png,
+    filter_png,
+    finish_png,
+    text_chunk,
+)
 
 Extremes = tuple[float | None, float | None]
 
@@ -389,45 +397,79 @@ def _forget_pool_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-def run_all(tasks: Sequence[Callable[[], Any]], workers: int | None) -> list[Any]:
-    """Run ``tasks`` on ``workers`` threads (all of them even if one fails); results in order.
+Prepared = TypeVar("Prepared")
+Result = TypeVar("Result")
 
-    The calling thread works too, beside ``workers - 1`` pool threads, and each thread takes
-    the next task as soon as it is free: no future or wake-up per task, and a thread that
-    the machine slows down takes fewer tasks. Raises the first failure (by task order) once
-    every task has run; an interrupt of the caller (KeyboardInterrupt) stops handing out
-    tasks, waits for the running ones and is raised.
+
+def run_pipeline(
+    count: int,
+    prepare: Callable[[int], Prepared],
+    finish: Callable[[int, Prepared], Result],
+    workers: int | None,
+) -> list[Result]:
+    """``finish(i, prepare(i))`` for every ``i`` in ``range(count)`` on ``workers`` threads
+    (default: one per CPU); the results of ``finish``, in order.
+
+    ``prepare`` runs on the calling thread, in order; ``finish`` on ``workers - 1`` pool
+    threads, and on the caller too once everything is prepared, or while more than
+    ``2 * workers`` prepared items wait (which bounds the memory they hold). Made for work
+    whose first part holds the GIL often (NumPy's short calls: two threads doing those hand
+    the GIL to and fro, and on two cores run slower together than one alone) and whose
+    second part releases it (a deflate, a write).
+
+    Every item runs even if others fail; the first failure by index is raised at the end.
+    An exception that is not an ``Exception`` (KeyboardInterrupt) stops the work: items
+    not finished yet are dropped, running ones are waited for, and it is raised.
     """
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise OptionError(f"workers must be an integer >= 1 or None, got {workers!r}")
-    threads = min(default_workers() if workers is None else workers, len(tasks))
-    results: list[Any] = [None] * len(tasks)
-    failures: list[Exception | None] = [None] * len(tasks)
-    order = iter(range(len(tasks)))  # shared: next() on it is atomic under the GIL
-    interrupted = threading.Event()
+    threads = max(1, min(default_workers() if workers is None else workers, count))
+    results: list[Any] = [None] * count
+    failures: list[Exception | None] = [None] * count
 
-    def drain() -> None:
-        for index in order:
-            if interrupted.is_set():
-                return
-            try:
-                results[index] = tasks[index]()
-            except Exception as error:  # raised below, after the others ran
-                failures[index] = error
+    def finish_one(index: int, item: Any) -> None:
+        try:
+            results[index] = finish(index, item)
+        except Exception as error:  # raised below, after the others ran
+            failures[index] = error
+
+    waiting: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
+    stopped = threading.Event()
+
+    def help_finish() -> None:
+        while (entry := waiting.get()) is not None:
+            if not stopped.is_set():
+                finish_one(*entry)
 
     pool: ThreadPoolExecutor | None = None
     helpers: list[Future[None]] = []
     if threads > 1:
         pool = shared_pool() if workers is None else ThreadPoolExecutor(threads - 1, "tensorpng")
-        helpers = [pool.submit(drain) for _ in range(threads - 1)]
+        helpers = [pool.submit(help_finish) for _ in range(threads - 1)]
     try:
-        drain()
+        for index in range(count):
+            try:
+                item = prepare(index)
+            except Exception as error:
+                failures[index] = error
+                continue
+            if not helpers:
+                finish_one(index, item)
+                continue
+            waiting.put((index, item))
+            while waiting.qsize() > 2 * threads:  # the helpers fall behind: lend a hand
+                _finish_next(waiting, finish_one)
+        while _finish_next(waiting, finish_one):  # everything prepared: finish what waits
+            pass
     except BaseException:
-        interrupted.set()
+        stopped.set()
         raise
     finally:
+        for _ in helpers:
+            waiting.put(None)
         for helper in helpers:
-            helper.exception()  # wait for every task before raising anything
+            if not helper.cancel():  # a helper that never started has nothing to finish
+                helper.exception()
         if pool is not None and pool is not _pool:
             pool.shutdown(wait=True)
     for failure in failures:
@@ -436,10 +478,25 @@ def run_all(tasks: Sequence[Callable[[], Any]], workers: int | None) -> list[Any
     return results
 
 
-def encode_image(
+def _finish_next(
+    waiting: queue.SimpleQueue[tuple[int, Any] | None], finish_one: Callable[[int, Any], None]
+) -> bool:
+    """Finish one waiting item on this thread; False when none waits."""
+    try:
+        entry = waiting.get_nowait()
+    except queue.Empty:
+        return False
+    assert entry is not None  # the stop markers go in only after the caller is done
+    finish_one(*entry)
+    return True
+
+
+def filtered_image(
     batch: Batch, index: int, png_options: PNGOptions, extremes: Extremes | None = None
-) -> tuple[bytes, int]:
-    """Convert and encode image ``index`` of a host batch (the grid when the batch is one).
+) -> tuple[FilteredPNG, int]:
+    """Convert and filter image ``index`` of a host batch (the grid when the batch is one):
+    the first stage of its encoding (see :class:`~tensorpng.png.FilteredPNG`), and its
+    NaN count.
 
     ``extremes``: the image's finite min and max for the record, when ``batch`` holds
     converted samples rather than the caller's values.
@@ -449,10 +506,19 @@ def encode_image(
     text = png_options.texts(batch, position, extremes if extremes is not None else image.extremes)
     if batch.palette_table is not None:
         labels = image.samples[..., 0]
-        return encode_indexed_png(
+        return filter_indexed_png(
             labels, batch.palette_table, compression=png_options.compression, text=text
         ), image.nans
-    return encode_png(image.samples, compression=png_options.compression, text=text), image.nans
+    return filter_png(image.samples, compression=png_options.compression, text=text), image.nans
+
+
+def encode_image(
+    batch: Batch, index: int, png_options: PNGOptions, extremes: Extremes | None = None
+) -> tuple[bytes, int]:
+    """PNG bytes of image ``index`` of a host batch (see :func:`filtered_image`), and its
+    NaN count."""
+    filtered, nans = filtered_image(batch, index, png_options, extremes)
+    return finish_png(filtered), nans
 
 
 def save(
@@ -509,18 +575,23 @@ def write_batch(
     count = len(paths)
     if on_device:
         files, device_nans = encode_on_device(batch, png_options)
-        run_all(
-            [partial(write_atomic, paths[i], files[i], overwrite=overwrite) for i in range(count)], workers
+        run_pipeline(
+            count,
+            files.__getitem__,
+            lambda i, data: write_atomic(paths[i], data, overwrite=overwrite),
+            workers,
         )
         warn_nans(device_nans, batch.source.description)
         return
     extremes = host_extremes(batch) if png_options.record else None
     batch = batch.to_host()
 
-    def task(index: int) -> int:
-        data, nans = encode_image(batch, index, png_options, extremes[index] if extremes else None)
-        write_atomic(paths[index], data, overwrite=overwrite)
-        return nans
+    def convert_and_filter(index: int) -> tuple[FilteredPNG, int]:  # on the calling thread
+        return filtered_image(batch, index, png_options, extremes[index] if extremes else None)
 
-    nans = run_all([lambda i=i: task(i) for i in range(count)], workers)  # type: ignore[misc]
+    def deflate_and_write(index: int, filtered: tuple[FilteredPNG, int]) -> int:  # on any thread
+        write_atomic(paths[index], finish_png(filtered[0]), overwrite=overwrite)
+        return filtered[1]
+
+    nans = run_pipeline(count, convert_and_filter, deflate_and_write, workers)
     warn_nans(sum(nans) + batch.nan_count, batch.source.description)

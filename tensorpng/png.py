@@ -15,6 +15,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal, TypeAlias
 
@@ -302,9 +303,9 @@ def _choose_filter(planes: np.ndarray, distance: int) -> tuple[int, float]:
 
 def _scanlines(filtered: np.ndarray, kind: int) -> np.ndarray:
     """``H x (1 + K*w)`` scanlines: filter byte ``kind``, then the ``K x H x w`` planes'
-    bytes interleaved (a per-thread buffer, see :func:`_scratch`)."""
+    bytes interleaved (a new array: it may be deflated on another thread)."""
     count, height, width = filtered.shape
-    lines = _scratch("scanlines", (height, 1 + count * width))
+    lines = np.empty((height, 1 + count * width), dtype=np.uint8)
     lines[:, 0] = kind
     samples = lines[:, 1:].reshape(height, width, count)
     for plane in range(count):
@@ -453,13 +454,41 @@ def encode_png(
         text: optional metadata, written as ``tEXt`` (Latin-1) or ``iTXt`` (other) chunks.
 
     Returns:
-        The bytes of a complete PNG file.
+        The bytes of a complete PNG file: ``finish_png(filter_png(image, ...))``.
     """
+    return finish_png(filter_png(image, compression=compression, text=text))
+
+
+@dataclass(frozen=True)
+class FilteredPNG:
+    """A PNG up to its image data: the chunks before it, and the filtered scanlines.
+
+    Encoding runs in two stages. :func:`filter_png` (and :func:`filter_indexed_png`) does the
+    NumPy work: many short calls, each taking the GIL back. :func:`finish_png` deflates the
+    scanlines in one call that releases the GIL throughout, and adds the last chunks. Two
+    threads that both filter hand the GIL to and fro between short calls (on two cores they
+    filter slower together than one alone does); one thread that filters while others
+    deflate keeps every core busy.
+    """
+
+    head: bytes  # signature, IHDR, text chunks and any chunk before the image data (PLTE)
+    scanlines: np.ndarray  # H x (1 + n) uint8: each row's filter byte, then its filtered bytes
+    compression: Compression
+    residual: float  # mean |residual| per byte of the sampled rows (picks the deflate window)
+
+
+def filter_png(
+    image: np.ndarray,
+    *,
+    compression: Compression = "fast",
+    text: Mapping[str, str] | None = None,
+) -> FilteredPNG:
+    """The first stage of :func:`encode_png` (same arguments; raises the same errors)."""
     check_image(image)
     _check_compression(compression)
     channels = 1 if image.ndim == 2 else image.shape[2]
     height, width = image.shape[:2]
-    return _encode_scanlines(
+    return _filter_scanlines(
         *_byte_planes(image),
         width=width,
         height=height,
@@ -470,12 +499,29 @@ def encode_png(
     )
 
 
+def finish_png(filtered: FilteredPNG) -> bytes:
+    """The second stage of :func:`encode_png`: deflate, ``IDAT`` and ``IEND``."""
+    lines = filtered.scanlines
+    if filtered.compression == "fast":
+        compressed = _deflate_fast(lines, filtered.residual)
+    elif filtered.compression == "small":
+        compressed = _deflate_small(lines)
+    else:
+        compressed = zlib.compress(lines.data, 0)
+    parts: list[bytes | memoryview] = [filtered.head]
+    view = memoryview(compressed)
+    for start in range(0, max(len(view), 1), _IDAT_SPLIT):
+        parts.extend(_chunk_parts(b"IDAT", view[start : start + _IDAT_SPLIT]))
+    parts.append(chunk(b"IEND"))
+    return b"".join(parts)
+
+
 def _check_compression(compression: str) -> None:
     if compression not in COMPRESSIONS:
         raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
 
 
-def _encode_scanlines(
+def _filter_scanlines(
     planes: np.ndarray,
     distance: int,
     *,
@@ -486,32 +532,28 @@ def _encode_scanlines(
     compression: Compression,
     text: Mapping[str, str] | None,
     before_idat: tuple[bytes, ...] = (),
-) -> bytes:
-    """A PNG file from the sample bytes as ``K x H x w`` uint8 ``planes`` (see
+) -> FilteredPNG:
+    """Filter the sample bytes, given as ``K x H x w`` uint8 ``planes`` (see
     :func:`_byte_planes`; ``distance`` is the filter's byte distance within a plane).
 
     The other keywords are the IHDR fields; ``before_idat`` are complete chunks (e.g.
     ``PLTE``) written after IHDR and the text chunks, before the image data.
     """
+    residual = 0.0
     if compression == "fast":
-        compressed = _deflate_fast(*_filtered_fast(planes, distance))
+        lines, residual = _filtered_fast(planes, distance)
     elif compression == "small":
-        compressed = _deflate_small(_filtered_adaptive(*_interleaved_bytes(planes, distance)))
+        lines = _filtered_adaptive(*_interleaved_bytes(planes, distance))
     else:
         data, _ = _interleaved_bytes(planes, distance)
-        raw = np.empty((height, data.shape[1] + 1), dtype=np.uint8)
-        raw[:, 0] = FILTER_NONE
-        raw[:, 1:] = data
-        compressed = zlib.compress(raw.data, 0)
+        lines = np.empty((height, data.shape[1] + 1), dtype=np.uint8)
+        lines[:, 0] = FILTER_NONE
+        lines[:, 1:] = data
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    parts: list[bytes | memoryview] = [PNG_SIGNATURE, chunk(b"IHDR", header)]
+    parts = [PNG_SIGNATURE, chunk(b"IHDR", header)]
     parts.extend(text_chunk(key, value) for key, value in (text or {}).items())
     parts.extend(before_idat)
-    view = memoryview(compressed)
-    for start in range(0, max(len(view), 1), _IDAT_SPLIT):
-        parts.extend(_chunk_parts(b"IDAT", view[start : start + _IDAT_SPLIT]))
-    parts.append(chunk(b"IEND"))
-    return b"".join(parts)
+    return FilteredPNG(b"".join(parts), lines, compression, residual)
 
 
 COLOR_TYPE_INDEXED = 3
@@ -554,7 +596,19 @@ def encode_indexed_png(
     compression: Compression = "fast",
     text: Mapping[str, str] | None = None,
 ) -> bytes:
-    """Encode a label map as an indexed-colour (palette) PNG, colour type 3.
+    """Encode a label map as an indexed-colour (palette) PNG: ``finish_png`` of
+    :func:`filter_indexed_png` (same arguments)."""
+    return finish_png(filter_indexed_png(labels, palette, compression=compression, text=text))
+
+
+def filter_indexed_png(
+    labels: np.ndarray,
+    palette: np.ndarray,
+    *,
+    compression: Compression = "fast",
+    text: Mapping[str, str] | None = None,
+) -> FilteredPNG:
+    """The first stage of encoding a label map as an indexed-colour (palette) PNG, colour type 3.
 
     Args:
         labels: ``H x W`` uint8 array of palette indices.
@@ -568,7 +622,7 @@ def encode_indexed_png(
     palette entries; a label with no entry there raises :class:`ValueRangeError`.
 
     Returns:
-        The bytes of a complete PNG file.
+        The filtered scanlines and the chunks before them, for :func:`finish_png`.
     """
     if not isinstance(labels, np.ndarray):
         raise DTypeError(f"encode_indexed_png takes labels as a numpy.ndarray, got {type(labels).__name__}")
@@ -609,7 +663,7 @@ def encode_indexed_png(
             f"(indices 0..{palette.shape[0] - 1})"
         )
     plte = chunk(b"PLTE", np.ascontiguousarray(palette[:entries]).tobytes())
-    return _encode_scanlines(
+    return _filter_scanlines(
         np.ascontiguousarray(_pack_indices(labels, depth))[None],
         1,
         width=width,

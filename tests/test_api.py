@@ -597,56 +597,102 @@ def test_workers_give_the_same_files(workers: int | None, tmp_path: Path) -> Non
     assert_no_temp_files(tmp_path)
 
 
-def test_run_all_runs_every_task_once_and_raises_the_first_failure() -> None:
-    ran: list[int] = []
+def test_run_pipeline_runs_every_item_once_and_raises_the_first_failure() -> None:
+    prepared: list[int] = []
+    finished: list[int] = []
 
-    def task(index: int) -> int:
-        ran.append(index)
-        if index in (3, 5):
-            raise ValueError(f"task {index}")
+    def prepare(index: int) -> int:
+        prepared.append(index)
+        if index == 5:
+            raise ValueError("prepare 5")
         return index * 10
 
+    def finish(index: int, item: int) -> int:
+        finished.append(index)
+        if index == 3:
+            raise ValueError("finish 3")
+        return item + 1
+
+    run_pipeline = tensorpng.files.run_pipeline
     for workers in (1, 2, 3):
-        ran.clear()
-        with pytest.raises(ValueError, match="task 3"):
-            tensorpng.files.run_all([lambda i=i: task(i) for i in range(9)], workers)
-        assert sorted(ran) == list(range(9)), workers
-        assert tensorpng.files.run_all([lambda i=i: i * 10 for i in range(9)], workers) == [
-            i * 10 for i in range(9)
+        prepared.clear()
+        finished.clear()
+        with pytest.raises(ValueError, match="finish 3"):
+            run_pipeline(9, prepare, finish, workers)
+        assert prepared == list(range(9)), "prepare runs on the caller, in order"
+        assert sorted(finished) == [i for i in range(9) if i != 5], workers
+        assert run_pipeline(9, lambda i: i * 10, lambda i, item: item + i, workers) == [
+            i * 11 for i in range(9)
         ]
 
 
-def test_run_all_uses_the_caller_and_the_pool_at_once() -> None:
-    """Tasks that meet in pairs only finish when two threads run them together."""
+def test_run_pipeline_prepares_on_the_caller_and_finishes_on_the_pool_too() -> None:
+    """Finishing items that meet in pairs only get done when two threads run them together."""
     import threading
 
     barrier = threading.Barrier(2, timeout=10)
-    threads: set[int] = set()
+    preparers: set[int] = set()
+    finishers: set[int] = set()
 
-    def task() -> None:
-        threads.add(threading.get_ident())
+    def prepare(index: int) -> int:
+        preparers.add(threading.get_ident())
+        return index
+
+    def finish(index: int, item: int) -> None:
+        finishers.add(threading.get_ident())
         barrier.wait()
 
-    tensorpng.files.run_all([task] * 6, 2)
-    assert threading.get_ident() in threads and len(threads) == 2
+    tensorpng.files.run_pipeline(6, prepare, finish, 2)
+    assert preparers == {threading.get_ident()}
+    assert threading.get_ident() in finishers and len(finishers) == 2
 
 
-def test_run_all_stops_handing_out_tasks_when_the_caller_is_interrupted() -> None:
+def test_run_pipeline_bounds_the_prepared_items_that_wait() -> None:
     import threading
     import time
 
-    main = threading.get_ident()
-    ran: list[int] = []
+    lock = threading.Lock()
+    alive, most = 0, 0
 
-    def task(index: int) -> None:
-        ran.append(index)
-        if threading.get_ident() == main:
+    def prepare(index: int) -> int:
+        nonlocal alive, most
+        with lock:
+            alive += 1
+            most = max(most, alive)
+        return index
+
+    def finish(index: int, item: int) -> None:
+        nonlocal alive
+        time.sleep(0.002)  # slower than preparing: without a bound, everything would wait
+        with lock:
+            alive -= 1
+
+    tensorpng.files.run_pipeline(100, prepare, finish, 2)
+    assert alive == 0
+    assert most <= 2 * 2 + 2, most
+
+
+def test_run_pipeline_stops_when_the_caller_is_interrupted() -> None:
+    import time
+
+    interrupted: list[float] = []
+    starts: list[float] = []
+
+    def prepare(index: int) -> int:
+        if index == 10:
+            interrupted.append(time.perf_counter())
             raise KeyboardInterrupt
-        time.sleep(0.01)
+        return index
+
+    def finish(index: int, item: int) -> None:
+        starts.append(time.perf_counter())
+        time.sleep(0.01)  # slower than preparing: items wait in the queue when the interrupt comes
 
     with pytest.raises(KeyboardInterrupt):
-        tensorpng.files.run_all([lambda i=i: task(i) for i in range(200)], 2)
-    assert len(ran) < 20, "tasks kept being handed out after the interrupt"
+        tensorpng.files.run_pipeline(200, prepare, finish, 2)
+    late = [start for start in starts if start > interrupted[0]]
+    # at most the one a helper took just as the interrupt came; the waiting ones are dropped
+    assert len(late) <= 1, f"{len(late)} items were started after the interrupt"
 
 
 # ---------------------------------------------------------------------------------------------
