@@ -36,7 +36,7 @@ from .files import (
     PNGOptions,
     default_workers,
     encode_device_samples,
-    encode_image,
+    filtered_image,
     format_template,
     prepare_for,
     split_options,
@@ -44,6 +44,7 @@ from .files import (
 )
 from .layout import as_nhwc
 from .metadata import device_extremes
+from .png import finish_png
 from .sinks import Sink, open_sink
 
 OnFull = Literal["block", "drop", "error"]
@@ -211,6 +212,7 @@ class Writer:
         )
         self._buffers = _BufferPool(self.max_pending)
         self._lock = threading.Condition()
+        self._filter_lock = threading.Lock()
         self._pending_bytes = 0
         self._pending_images = 0
         self._written = 0
@@ -550,7 +552,12 @@ class Writer:
                 self._wait_ready(job)
                 start = time.perf_counter()
                 extremes = job.extremes[index] if job.extremes else None
-                data, nans = encode_image(job.batch, index, job.png_options, extremes)
+                # One worker at a time converts and filters (NumPy's short calls, which take
+                # the GIL back each time); the deflate that follows runs on all of them. See
+                # tensorpng.files.run_pipeline.
+                with self._filter_lock:
+                    filtered, nans = filtered_image(job.batch, index, job.png_options, extremes)
+                data = finish_png(filtered)
                 encode_seconds = time.perf_counter() - start
             middle = time.perf_counter()
             written = self._sink.write(job.names[index], data, job.overwrite)
