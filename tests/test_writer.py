@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -454,3 +455,38 @@ def test_writer_keeps_palette_and_colormap_options(tmp_path: Path) -> None:
         assert np.array_equal(np.asarray(image), labels[1])
     assert np.array_equal(read(tmp_path / "depth.png"), tensorpng.to_array(depth, cmap="magma"))
     pngcheck(tmp_path / "seg0.png", tmp_path / "depth.png")
+
+
+def test_one_worker_at_a_time_filters_while_all_deflate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Converting and filtering (NumPy's short calls) is serialized across the workers; the
+    deflate that follows runs on several at once."""
+    import tensorpng.writer as writer_module
+
+    lock = threading.Lock()
+    running = {"filter": 0, "finish": 0}
+    peak = {"filter": 0, "finish": 0}
+
+    def counted(stage: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                running[stage] += 1
+                peak[stage] = max(peak[stage], running[stage])
+            try:
+                time.sleep(0.01)
+                return function(*args, **kwargs)
+            finally:
+                with lock:
+                    running[stage] -= 1
+
+        return wrapper
+
+    monkeypatch.setattr(writer_module, "filtered_image", counted("filter", writer_module.filtered_image))
+    monkeypatch.setattr(writer_module, "finish_png", counted("finish", writer_module.finish_png))
+    x = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with Writer(tmp_path, workers=3) as writer:
+        writer.save(x, "{index:02d}.png")
+    assert peak["filter"] == 1 and peak["finish"] >= 2, peak
+    for index, path in enumerate(sorted(tmp_path.glob("*.png"))):
+        np.testing.assert_array_equal(decode_imagecodecs(path.read_bytes()), tensorpng.to_array(x[index]))
