@@ -418,8 +418,9 @@ def run_pipeline(
     second part releases it (a deflate, a write).
 
     Every item runs even if others fail; the first failure by index is raised at the end.
-    An exception that is not an ``Exception`` (KeyboardInterrupt) stops the work: items
-    not finished yet are dropped, running ones are waited for, and it is raised.
+    An exception that is not an ``Exception`` (KeyboardInterrupt, SystemExit), on the caller
+    or on a helper, stops the work: items not finished yet are dropped, running ones are
+    waited for, and it is raised.
     """
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise OptionError(f"workers must be an integer >= 1 or None, got {workers!r}")
@@ -435,11 +436,21 @@ def run_pipeline(
 
     waiting: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
     stopped = threading.Event()
+    fatal: list[BaseException] = []  # a helper's KeyboardInterrupt or SystemExit, for the caller
 
     def help_finish() -> None:
-        while (entry := waiting.get()) is not None:
-            if not stopped.is_set():
+        while True:
+            entry = waiting.get()
+            if entry is None:
+                return
+            if stopped.is_set():
+                continue
+            try:
                 finish_one(*entry)
+            except BaseException as error:
+                fatal.append(error)
+                stopped.set()
+            del entry  # do not hold the last item while waiting for the next
 
     pool: ThreadPoolExecutor | None = None
     helpers: list[Future[None]] = []
@@ -448,6 +459,8 @@ def run_pipeline(
         helpers = [pool.submit(help_finish) for _ in range(threads - 1)]
     try:
         for index in range(count):
+            if stopped.is_set():
+                break
             try:
                 item = prepare(index)
             except Exception as error:
@@ -457,9 +470,9 @@ def run_pipeline(
                 finish_one(index, item)
                 continue
             waiting.put((index, item))
-            while waiting.qsize() > 2 * threads:  # the helpers fall behind: lend a hand
+            while waiting.qsize() > 2 * threads and not stopped.is_set():  # helpers fall behind
                 _finish_next(waiting, finish_one)
-        while _finish_next(waiting, finish_one):  # everything prepared: finish what waits
+        while not stopped.is_set() and _finish_next(waiting, finish_one):  # finish what waits
             pass
     except BaseException:
         stopped.set()
@@ -472,6 +485,8 @@ def run_pipeline(
                 helper.exception()
         if pool is not None and pool is not _pool:
             pool.shutdown(wait=True)
+    if fatal:
+        raise fatal[0]
     for failure in failures:
         if failure is not None:
             raise failure

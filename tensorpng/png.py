@@ -227,7 +227,8 @@ def _filter_planes(planes: np.ndarray, distance: int, kind: int, out: np.ndarray
 
 def filter_image(data: np.ndarray, bpp: int, kind: int, out: np.ndarray) -> None:
     """Filter every row of ``data`` (``H x n`` uint8 sample bytes) with ``kind`` into ``out``
-    (``H x n``, any strides); ``bpp`` is the bytes per complete pixel (at least 1)."""
+    (``H x n``, any strides, sharing no memory with ``data``); ``bpp`` is the bytes per complete
+    pixel (at least 1)."""
     planes = np.ascontiguousarray(data)[None]
     if out.flags.c_contiguous:
         _filter_planes(planes, bpp, kind, out[None])
@@ -362,7 +363,7 @@ def _deflate_small(data: np.ndarray) -> bytes:
 
 
 _thread_scratch = threading.local()
-_SCRATCH_KEPT_BYTES = 1 << 24
+_SCRATCH_KEPT_BYTES = 1 << 23
 
 
 def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -370,7 +371,8 @@ def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
 
     Filtered bytes and scanlines live only until they are deflated; reusing their memory
     saves a page fault per 4 KiB (a few % of the encode). Never returned to callers.
-    Buffers above 16 MiB are not kept, so a thread holds at most a few of those.
+    Buffers above 8 MiB (a 1600 x 1600 RGB image) are not kept: a thread that filters holds
+    at most two of those, 16 MiB.
     """
     size = math.prod(shape)
     if size > _SCRATCH_KEPT_BYTES:

@@ -271,7 +271,7 @@ class ConvertedImage(NamedTuple):
 
 
 # Samples computed as ``x * gain + offset`` within ``[0, max + _CLAMP_FREE_TOP]`` need no clamp:
-# the cast truncates them to ``0..max`` already (float32 rounding moves them by ~1e-4 at most).
+# the cast truncates them to ``0..max`` already. See _clamp_free for the rounding allowed for.
 _CLAMP_FREE_TOP = 0.75
 
 
@@ -324,16 +324,19 @@ def _convert_affine(plan: Plan, x: np.ndarray, index: int) -> ConvertedImage:
     # a handful of numbers: Python floats, not NumPy scalars (10x less overhead)
     lows: list[float] = np.broadcast_to(low, (channels,)).tolist()
     highs: list[float] = np.broadcast_to(high, (channels,)).tolist()
+    gains, offsets = gain64.tolist(), offset64.tolist()
     finite = all(map(math.isfinite, lows + highs))
+    mapped_finite = finite and all(map(math.isfinite, gains + offsets))  # inf for subnormal spans
+    step = _RELATIVE_ERROR[plan.compute_dtype]
     nans = 0
-    if not (finite and _clamp_free(lows, highs, gain64.tolist(), offset64.tolist(), plan.max_value)):
+    if not (mapped_finite and _clamp_free(lows, highs, gains, offsets, plan.max_value, step)):
         with np.errstate(invalid="ignore"):
             np.clip(values, 0, plan.max_value, out=values)  # +-inf clamp; NaN stays NaN
-        if not finite and x.dtype.kind == "f" and not np.isfinite(np.add.reduce(values, axis=None)):
-            # rare: only images that hold NaN or inf pay for this. Count the input's NaNs
-            # (inf * a zero gain is NaN too, and is also written as 0, but is no NaN of the
-            # caller's).
-            nans = int(np.count_nonzero(np.isnan(x)))
+        if not mapped_finite and not np.isfinite(np.add.reduce(values, axis=None)):
+            # rare: only images that hold NaN or inf (or a span too small for the dtype) pay
+            # for this. Count the input's NaNs (inf * a zero gain is NaN too, and is also
+            # written as 0, but is no NaN of the caller's).
+            nans = int(np.count_nonzero(np.isnan(x))) if x.dtype.kind == "f" else 0
             values[np.isnan(values)] = 0
     samples = np.empty(values.shape, dtype=plan.out_dtype)
     np.copyto(samples, values, casting="unsafe")  # truncates: values hold the + 0.5 already
@@ -346,15 +349,33 @@ def _convert_affine(plan: Plan, x: np.ndarray, index: int) -> ConvertedImage:
 
 
 def _clamp_free(
-    lows: list[float], highs: list[float], gains: list[float], offsets: list[float], max_value: int
+    lows: list[float],
+    highs: list[float],
+    gains: list[float],
+    offsets: list[float],
+    max_value: int,
+    relative_error: float,
 ) -> bool:
     """Whether every channel's values, from ``lows`` to ``highs``, map within
-    ``[0, max + _CLAMP_FREE_TOP]`` (where the truncating cast alone writes them right)."""
+    ``[0, max + _CLAMP_FREE_TOP]`` even after the rounding of the computed ``x * gain + offset``
+    (where the truncating cast alone writes them right).
+
+    The computed samples differ from the exact ones by at most ``relative_error`` times
+    ``|x * gain| + |offset|`` (the roundings of gain and offset to the compute dtype, of the
+    product and of the sum): tiny for data near 0..1, but more than a sample step for data
+    such as ``1e5 + [0, 1]`` in float32, which therefore always takes the clamp.
+    """
     for low, high, gain, offset in zip(lows, highs, gains, offsets, strict=True):
         ends = (low * gain + offset, high * gain + offset)
-        if min(ends) < 0 or max(ends) > max_value + _CLAMP_FREE_TOP:
+        slack = relative_error * (max(abs(low * gain), abs(high * gain)) + abs(offset))
+        if min(ends) - slack < 0 or max(ends) + slack > max_value + _CLAMP_FREE_TOP:
             return False
     return True
+
+
+# A bound on the relative rounding error of ``x * gain + offset`` in each compute dtype: four
+# roundings (gain, offset, product, sum) of half a unit in the last place each.
+_RELATIVE_ERROR = {"float32": 2.0**-22, "float64": 2.0**-51}
 
 
 def convert_batch_on_device(plan: Plan, x: Any) -> tuple[Any, Any]:

@@ -672,6 +672,22 @@ def test_run_pipeline_bounds_the_prepared_items_that_wait() -> None:
     assert most <= 2 * 2 + 2, most
 
 
+def test_run_pipeline_raises_what_stops_a_helper() -> None:
+    """A SystemExit (or KeyboardInterrupt) raised by ``finish`` on a pool thread is not lost:
+    the caller raises it once the helpers are done."""
+    import threading
+    import time
+
+    def finish(index: int, item: int) -> int:
+        time.sleep(0.005)
+        if threading.current_thread() is not threading.main_thread():
+            raise SystemExit("the helper stopped")
+        return item
+
+    with pytest.raises(SystemExit, match="the helper stopped"):
+        tensorpng.files.run_pipeline(20, lambda i: i, finish, 2)
+
+
 def test_run_pipeline_stops_when_the_caller_is_interrupted() -> None:
     import time
 

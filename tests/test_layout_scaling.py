@@ -858,3 +858,21 @@ def test_the_clamp_is_skipped_only_where_it_changes_nothing(
         clamps.clear()
         np.testing.assert_array_equal(tensorpng.to_array(values, bits=bits), expected)
         assert bool(clamps) == needs_clamp
+
+
+def test_no_wrap_around_where_float32_rounding_exceeds_the_clamp_free_margin() -> None:
+    """Data far from 0 with a small span (``1e5 + [0, 1]``) is mapped in float32 with an error
+    of several sample steps: such images always take the clamp, so nothing wraps to 0."""
+    one = np.float32(1)
+    ulp = np.nextafter(one, np.float32(2)) - one
+    three = np.array([[one, one + ulp, one + 2 * ulp]], np.float32)
+    np.testing.assert_array_equal(tensorpng.to_array(three, scale="image"), [[0, 128, 255]])
+    ramp = torch.full((3, 8, 8), 1e5) + torch.linspace(0, 1, 64).reshape(8, 8)
+    for options in ({"value_range": (1e5, 1e5 + 1)}, {"scale": "image"}):
+        out = tensorpng.to_array(ramp, **options).astype(np.int64)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(out[0, 0], [0, 0, 0])
+        np.testing.assert_array_equal(out[7, 7], [255, 255, 255])
+        expected = reference(ramp.double().permute(1, 2, 0).numpy(), lo=1e5, hi=1e5 + 1).astype(np.int64)
+        # float32 holds 1e5 + x in steps of 1/128: a few levels off, never wrapped around
+        assert np.abs(out - expected).max() <= 4
+        assert (np.diff(out[..., 0].reshape(-1)) >= 0).all(), "not monotonic: something wrapped"
