@@ -8,7 +8,8 @@ one affine map per image and channel, then a clamp and a round to nearest::
 fused as ``floor(clamp(x * gain + offset, 0, max))`` with ``offset`` holding the ``+ 0.5``
 of the rounding. ``lo, hi`` come from ``value_range`` (default ``(0, 1)``) or from the
 finite min and max of each image (``scale="image"``) or of the batch (``scale="batch"``);
-a constant image maps to 0, never NaN. NaN becomes 0, +inf the maximum, -inf 0.
+a constant image (or one whose span is below float64 resolution) maps to 0, never NaN.
+NaN becomes 0, +inf the maximum, -inf 0.
 
 Integer inputs without those options are written as they are: uint8 as 8-bit, uint16 as
 16-bit (``bits=`` converts between them exactly: x257 or /257 rounded), bool as 0/max, other
@@ -34,6 +35,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _WIDE_INTEGER_KINDS = ("int32", "int64", "uint32", "uint64")
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 
 def _as_floats(name: str, value: float | Sequence[float] | None) -> tuple[float, ...] | None:
@@ -237,7 +239,9 @@ def make_plan(x: Any, dtype_name: str, options: ScaleOptions, description: str) 
     if options.scale == "batch":
         low, high = _reduce(low, 0, largest=False), _reduce(high, 0, largest=True)
     true_low, true_high = low, high
-    varies = high > low  # False for constant or all-NaN images: those map to 0
+    # Constant and all-NaN images map to 0, and so do spans so small that max / span is no
+    # float (subnormal ones: the image is constant to float64 precision).
+    varies = (high > low) & (high - low > max_value / _FLOAT64_MAX)
     # Scalars, not ``low * 0``: an all-NaN/inf image has low = inf, and inf * 0 is NaN (and
     # a NumPy "invalid value" warning).
     span = _where(varies, high - low, 1.0)

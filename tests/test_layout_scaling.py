@@ -876,3 +876,16 @@ def test_no_wrap_around_where_float32_rounding_exceeds_the_clamp_free_margin() -
         # float32 holds 1e5 + x in steps of 1/128: a few levels off, never wrapped around
         assert np.abs(out - expected).max() <= 4
         assert (np.diff(out[..., 0].reshape(-1)) >= 0).all(), "not monotonic: something wrapped"
+
+
+def test_a_span_below_float_resolution_counts_as_constant() -> None:
+    """``scale='image'`` of ``[0, 5e-324]``: ``255 / span`` is no float64, so the image is
+    constant to float precision and maps to 0 like a constant image, with no NumPy warning
+    (overflow in the divide, invalid value in the cast)."""
+    for x in (np.array([[0.0, 5e-324]]), torch.tensor([[0.0, 5e-324]], dtype=torch.float64)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(tensorpng.to_array(x, scale="image"), [[0, 0]])
+    # the smallest spans that are floats still map to 0 and max
+    tiny = np.array([[0.0, 1e-300]])
+    np.testing.assert_array_equal(tensorpng.to_array(tiny, scale="image"), [[0, 255]])
