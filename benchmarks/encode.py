@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import imagecodecs
 import skimage.data
 from PIL import Image
 
+from photos import thread_scaling
 from tensorpng.png import deflate_backend, encode_png
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "camera")
@@ -141,26 +141,6 @@ def _check_round_trip(name: str, image: np.ndarray) -> None:
         decoded = np.asarray(imagecodecs.png_decode(encode_png(image, compression=compression)))
         if decoded.dtype != image.dtype or not np.array_equal(decoded, image):
             raise SystemExit(f"{name}: compression={compression!r} does not round-trip")
-
-
-def thread_scaling(image: np.ndarray, jobs: int = 24, repeats: int = 5) -> tuple[float, float]:
-    """Throughput (MB/s) of ours "fast" on ``jobs`` encodes with 1 thread and with 2 threads.
-
-    The two runs alternate ``repeats`` times and the medians are returned, so that a change
-    in machine load affects both alike.
-    """
-    rates: dict[int, list[float]] = {1: [], 2: []}
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(encode_png, [image] * 2))  # start the threads
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(jobs):
-                encode_png(image)
-            rates[1].append(image.nbytes * jobs / (time.perf_counter() - t0) / 1e6)
-            t0 = time.perf_counter()
-            list(pool.map(encode_png, [image] * jobs))
-            rates[2].append(image.nbytes * jobs / (time.perf_counter() - t0) / 1e6)
-    return statistics.median(rates[1]), statistics.median(rates[2])
 
 
 def main() -> None:

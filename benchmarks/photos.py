@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
 import tensorpng
+from tensorpng.png import encode_png
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "cat")
 
@@ -40,3 +45,23 @@ def imagenet_batch(crops: np.ndarray, device: str | torch.device = "cpu") -> tor
     std = torch.tensor(tensorpng.IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     pixels = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
     return pixels.sub(mean).div(std)
+
+
+def thread_scaling(image: np.ndarray, jobs: int = 24, repeats: int = 5) -> tuple[float, float]:
+    """Throughput (MB/s) of ours "fast" on ``jobs`` encodes with 1 thread and with 2 threads.
+
+    The two runs alternate ``repeats`` times and the medians are returned, so that a change
+    in machine load affects both alike.
+    """
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(encode_png, [image] * 2))  # start the threads
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(jobs):
+                encode_png(image)
+            rates[1].append(image.nbytes * jobs / (time.perf_counter() - t0) / 1e6)
+            t0 = time.perf_counter()
+            list(pool.map(encode_png, [image] * jobs))
+            rates[2].append(image.nbytes * jobs / (time.perf_counter() - t0) / 1e6)
+    return statistics.median(rates[1]), statistics.median(rates[2])
