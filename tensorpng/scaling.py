@@ -326,8 +326,7 @@ def _convert_affine(plan: Plan, x: np.ndarray, index: int) -> ConvertedImage:
         np.multiply(source, gain, out=values)
         values += offset
     # a handful of numbers: Python floats, not NumPy scalars (10x less overhead)
-    lows: list[float] = np.broadcast_to(low, (channels,)).tolist()
-    highs: list[float] = np.broadcast_to(high, (channels,)).tolist()
+    lows, highs = _per_channel_list(low, channels), _per_channel_list(high, channels)
     gains, offsets = gain64.tolist(), offset64.tolist()
     finite = all(map(math.isfinite, lows + highs))
     mapped_finite = finite and all(map(math.isfinite, gains + offsets))  # inf for subnormal spans
@@ -350,6 +349,12 @@ def _convert_affine(plan: Plan, x: np.ndarray, index: int) -> ConvertedImage:
         samples = samples.reshape(height, width, channels)
     extremes = (float(min(lows)), float(max(highs))) if finite else None
     return ConvertedImage(samples, nans, extremes)
+
+
+def _per_channel_list(value: np.ndarray, channels: int) -> list[float]:
+    """A per-channel (``C``) or whole-image (0-d) min or max as ``C`` Python numbers."""
+    values = value.tolist()
+    return values if isinstance(values, list) else [values] * channels
 
 
 def _clamp_free(
