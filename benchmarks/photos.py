@@ -65,3 +65,27 @@ def thread_scaling(image: np.ndarray, jobs: int = 24, repeats: int = 5) -> tuple
             list(pool.map(encode_png, [image] * jobs))
             rates[2].append(image.nbytes * jobs / (time.perf_counter() - t0) / 1e6)
     return statistics.median(rates[1]), statistics.median(rates[2])
+
+
+def deflate_scaling(crops: np.ndarray, repeats: int = 5) -> tuple[float, float]:
+    """MB/s of ISA-L deflating the filtered scanlines of ``crops`` on 1 and on 2 threads.
+
+    The deflate holds no GIL, so the ratio shows how much of a second core the machine gives
+    right now (alternating runs, medians).
+    """
+    from tensorpng.png import filter_png, finish_png
+
+    filtered = [filter_png(crop) for crop in crops]
+    raw = sum(f.scanlines.nbytes for f in filtered)
+    halves = [filtered[0::2], filtered[1::2]]
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for item in filtered:
+                finish_png(item)
+            rates[1].append(raw / (time.perf_counter() - t0) / 1e6)
+            t0 = time.perf_counter()
+            list(pool.map(lambda half: [finish_png(item) for item in half], halves))
+            rates[2].append(raw / (time.perf_counter() - t0) / 1e6)
+    return statistics.median(rates[1]), statistics.median(rates[2])
