@@ -398,47 +398,59 @@ os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 Prepared = TypeVar("Prepared")
+Processed = TypeVar("Processed")
 Result = TypeVar("Result")
 
 
 def run_pipeline(
     count: int,
     prepare: Callable[[int], Prepared],
-    finish: Callable[[int, Prepared], Result],
+    process: Callable[[int, Prepared], Processed],
+    complete: Callable[[int, Processed], Result],
     workers: int | None,
 ) -> list[Result]:
-    """``finish(i, prepare(i))`` for every ``i`` in ``range(count)`` on ``workers`` threads
-    (default: one per CPU); the results of ``finish``, in order.
+    """``complete(i, process(i, prepare(i)))`` for every ``i`` in ``range(count)`` on
+    ``workers`` threads (default: one per CPU); the results of ``complete``, in order.
 
-    ``prepare`` runs on the calling thread, in order; ``finish`` on ``workers - 1`` pool
-    threads, and on the caller too once everything is prepared, or while more than
-    ``2 * workers`` prepared items wait (which bounds the memory they hold). Made for work
-    whose first part holds the GIL often (NumPy's short calls: two threads doing those hand
-    the GIL to and fro, and on two cores run slower together than one alone) and whose
-    second part releases it (a deflate, a write).
+    ``prepare`` and ``complete`` run on the calling thread (``prepare`` in order); ``process``
+    on ``workers - 1`` pool threads, and on the caller too whenever more than ``2 * workers``
+    prepared items wait (which bounds the memory they hold) and once everything is prepared.
+    Made for ``save``: preparing (converting and filtering) is NumPy's short calls, which
+    take the GIL back each time, so two threads doing it hand the GIL to and fro and on two
+    cores ran slower together than one alone; processing (the deflate) releases the GIL
+    throughout and scales; completing (writing the file) goes fastest from one thread, since
+    files created at once in one folder wait for each other in the kernel.
 
     Every item runs even if others fail; the first failure by index is raised at the end.
     An exception that is not an ``Exception`` (KeyboardInterrupt, SystemExit), on the caller
-    or on a helper, stops the work: items not finished yet are dropped, running ones are
-    waited for, and it is raised.
+    or on a helper, stops the work: items not done yet are dropped, running ones are waited
+    for, and it is raised.
     """
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise OptionError(f"workers must be an integer >= 1 or None, got {workers!r}")
     threads = max(1, min(default_workers() if workers is None else workers, count))
     results: list[Any] = [None] * count
     failures: list[Exception | None] = [None] * count
-
-    def finish_one(index: int, item: Any) -> None:
-        try:
-            results[index] = finish(index, item)
-        except Exception as error:  # raised below, after the others ran
-            failures[index] = error
-
     waiting: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
+    processed: queue.SimpleQueue[tuple[int, Any, bool] | None] = queue.SimpleQueue()
     stopped = threading.Event()
     fatal: list[BaseException] = []  # a helper's KeyboardInterrupt or SystemExit, for the caller
 
-    def help_finish() -> None:
+    def process_one(index: int, item: Any) -> tuple[int, Any, bool]:
+        try:
+            return index, process(index, item), True
+        except Exception as error:  # raised below, after the others ran
+            failures[index] = error
+            return index, None, False
+
+    def complete_one(index: int, value: Any, ok: bool) -> None:
+        if ok:
+            try:
+                results[index] = complete(index, value)
+            except Exception as error:
+                failures[index] = error
+
+    def help_process() -> None:
         while True:
             entry = waiting.get()
             if entry is None:
@@ -446,17 +458,47 @@ def run_pipeline(
             if stopped.is_set():
                 continue
             try:
-                finish_one(*entry)
+                processed.put(process_one(*entry))
             except BaseException as error:
                 fatal.append(error)
                 stopped.set()
+                processed.put(None)  # wake the caller if it waits
             del entry  # do not hold the last item while waiting for the next
 
     pool: ThreadPoolExecutor | None = None
     helpers: list[Future[None]] = []
     if threads > 1:
         pool = shared_pool() if workers is None else ThreadPoolExecutor(threads - 1, "tensorpng")
-        helpers = [pool.submit(help_finish) for _ in range(threads - 1)]
+        helpers = [pool.submit(help_process) for _ in range(threads - 1)]
+    outstanding = 0  # prepared, not completed yet
+
+    def complete_ready(block: bool) -> None:
+        """Complete what the helpers processed (waiting for one item when ``block``)."""
+        nonlocal outstanding
+        while outstanding and not stopped.is_set():
+            try:
+                entry = processed.get(timeout=_WAIT_SECONDS) if block else processed.get_nowait()
+            except queue.Empty:
+                if block:
+                    continue
+                return
+            if entry is not None:
+                outstanding -= 1
+                complete_one(*entry)
+            block = False
+
+    def process_here() -> bool:
+        """Process and complete one waiting item on this thread; False when none waits."""
+        nonlocal outstanding
+        try:
+            entry = waiting.get_nowait()
+        except queue.Empty:
+            return False
+        assert entry is not None  # the stop markers go in only after the caller is done
+        outstanding -= 1
+        complete_one(*process_one(*entry))
+        return True
+
     try:
         for index in range(count):
             if stopped.is_set():
@@ -467,13 +509,16 @@ def run_pipeline(
                 failures[index] = error
                 continue
             if not helpers:
-                finish_one(index, item)
+                complete_one(*process_one(index, item))
                 continue
             waiting.put((index, item))
+            outstanding += 1
+            complete_ready(block=False)
             while waiting.qsize() > 2 * threads and not stopped.is_set():  # helpers fall behind
-                _finish_next(waiting, finish_one)
-        while not stopped.is_set() and _finish_next(waiting, finish_one):  # finish what waits
-            pass
+                process_here()
+        while outstanding and not stopped.is_set():  # everything prepared
+            if not process_here():
+                complete_ready(block=True)
     except BaseException:
         stopped.set()
         raise
@@ -493,17 +538,7 @@ def run_pipeline(
     return results
 
 
-def _finish_next(
-    waiting: queue.SimpleQueue[tuple[int, Any] | None], finish_one: Callable[[int, Any], None]
-) -> bool:
-    """Finish one waiting item on this thread; False when none waits."""
-    try:
-        entry = waiting.get_nowait()
-    except queue.Empty:
-        return False
-    assert entry is not None  # the stop markers go in only after the caller is done
-    finish_one(*entry)
-    return True
+_WAIT_SECONDS = 0.1  # how often a caller waiting for the helpers checks that they still run
 
 
 def filtered_image(
@@ -593,6 +628,7 @@ def write_batch(
         run_pipeline(
             count,
             files.__getitem__,
+            lambda i, data: data,
             lambda i, data: write_atomic(paths[i], data, overwrite=overwrite),
             workers,
         )
@@ -604,9 +640,12 @@ def write_batch(
     def convert_and_filter(index: int) -> tuple[FilteredPNG, int]:  # on the calling thread
         return filtered_image(batch, index, png_options, extremes[index] if extremes else None)
 
-    def deflate_and_write(index: int, filtered: tuple[FilteredPNG, int]) -> int:  # on any thread
-        write_atomic(paths[index], finish_png(filtered[0]), overwrite=overwrite)
-        return filtered[1]
+    def deflate(index: int, filtered: tuple[FilteredPNG, int]) -> tuple[bytes, int]:  # any thread
+        return finish_png(filtered[0]), filtered[1]
 
-    nans = run_pipeline(count, convert_and_filter, deflate_and_write, workers)
+    def write(index: int, encoded: tuple[bytes, int]) -> int:  # on the calling thread
+        write_atomic(paths[index], encoded[0], overwrite=overwrite)
+        return encoded[1]
+
+    nans = run_pipeline(count, convert_and_filter, deflate, write, workers)
     warn_nans(sum(nans) + batch.nan_count, batch.source.description)

@@ -599,7 +599,8 @@ def test_workers_give_the_same_files(workers: int | None, tmp_path: Path) -> Non
 
 def test_run_pipeline_runs_every_item_once_and_raises_the_first_failure() -> None:
     prepared: list[int] = []
-    finished: list[int] = []
+    processed: list[int] = []
+    completed: list[int] = []
 
     def prepare(index: int) -> int:
         prepared.append(index)
@@ -607,47 +608,55 @@ def test_run_pipeline_runs_every_item_once_and_raises_the_first_failure() -> Non
             raise ValueError("prepare 5")
         return index * 10
 
-    def finish(index: int, item: int) -> int:
-        finished.append(index)
+    def process(index: int, item: int) -> int:
+        processed.append(index)
         if index == 3:
-            raise ValueError("finish 3")
+            raise ValueError("process 3")
         return item + 1
+
+    def complete(index: int, item: int) -> int:
+        completed.append(index)
+        if index == 7:
+            raise ValueError("complete 7")
+        return item * 2
 
     run_pipeline = tensorpng.files.run_pipeline
     for workers in (1, 2, 3):
-        prepared.clear()
-        finished.clear()
-        with pytest.raises(ValueError, match="finish 3"):
-            run_pipeline(9, prepare, finish, workers)
+        for log in (prepared, processed, completed):
+            log.clear()
+        with pytest.raises(ValueError, match="process 3"):
+            run_pipeline(9, prepare, process, complete, workers)
         assert prepared == list(range(9)), "prepare runs on the caller, in order"
-        assert sorted(finished) == [i for i in range(9) if i != 5], workers
-        assert run_pipeline(9, lambda i: i * 10, lambda i, item: item + i, workers) == [
-            i * 11 for i in range(9)
-        ]
+        assert sorted(processed) == [i for i in range(9) if i != 5], workers
+        assert sorted(completed) == [i for i in range(9) if i not in (3, 5)], workers
+        assert run_pipeline(
+            9, lambda i: i * 10, lambda i, item: item + i, lambda i, item: -item, workers
+        ) == [-i * 11 for i in range(9)]
 
 
-def test_run_pipeline_prepares_on_the_caller_and_finishes_on_the_pool_too() -> None:
-    """Finishing items that meet in pairs only get done when two threads run them together."""
+def test_run_pipeline_prepares_and_completes_on_the_caller_and_processes_on_the_pool_too() -> None:
+    """Processing items that meet in pairs only gets done when two threads run them together."""
     import threading
 
     barrier = threading.Barrier(2, timeout=10)
-    preparers: set[int] = set()
-    finishers: set[int] = set()
+    threads: dict[str, set[int]] = {"prepare": set(), "process": set(), "complete": set()}
 
-    def prepare(index: int) -> int:
-        preparers.add(threading.get_ident())
-        return index
+    def stage(name: str) -> Any:
+        def run(*args: Any) -> Any:
+            threads[name].add(threading.get_ident())
+            if name == "process":
+                barrier.wait()
+            return args[-1]
 
-    def finish(index: int, item: int) -> None:
-        finishers.add(threading.get_ident())
-        barrier.wait()
+        return run
 
-    tensorpng.files.run_pipeline(6, prepare, finish, 2)
-    assert preparers == {threading.get_ident()}
-    assert threading.get_ident() in finishers and len(finishers) == 2
+    tensorpng.files.run_pipeline(6, stage("prepare"), stage("process"), stage("complete"), 2)
+    caller = threading.get_ident()
+    assert threads["prepare"] == threads["complete"] == {caller}
+    assert caller in threads["process"] and len(threads["process"]) == 2
 
 
-def test_run_pipeline_bounds_the_prepared_items_that_wait() -> None:
+def test_run_pipeline_bounds_the_items_in_flight() -> None:
     import threading
     import time
 
@@ -661,31 +670,34 @@ def test_run_pipeline_bounds_the_prepared_items_that_wait() -> None:
             most = max(most, alive)
         return index
 
-    def finish(index: int, item: int) -> None:
-        nonlocal alive
+    def process(index: int, item: int) -> int:
         time.sleep(0.002)  # slower than preparing: without a bound, everything would wait
+        return item
+
+    def complete(index: int, item: int) -> None:
+        nonlocal alive
         with lock:
             alive -= 1
 
-    tensorpng.files.run_pipeline(100, prepare, finish, 2)
+    tensorpng.files.run_pipeline(100, prepare, process, complete, 2)
     assert alive == 0
-    assert most <= 2 * 2 + 2, most
+    assert most <= 2 * 2 + 3, most
 
 
 def test_run_pipeline_raises_what_stops_a_helper() -> None:
-    """A SystemExit (or KeyboardInterrupt) raised by ``finish`` on a pool thread is not lost:
+    """A SystemExit (or KeyboardInterrupt) raised by ``process`` on a pool thread is not lost:
     the caller raises it once the helpers are done."""
     import threading
     import time
 
-    def finish(index: int, item: int) -> int:
+    def process(index: int, item: int) -> int:
         time.sleep(0.005)
         if threading.current_thread() is not threading.main_thread():
             raise SystemExit("the helper stopped")
         return item
 
     with pytest.raises(SystemExit, match="the helper stopped"):
-        tensorpng.files.run_pipeline(20, lambda i: i, finish, 2)
+        tensorpng.files.run_pipeline(20, lambda i: i, process, lambda i, item: item, 2)
 
 
 def test_run_pipeline_stops_when_the_caller_is_interrupted() -> None:
@@ -700,12 +712,13 @@ def test_run_pipeline_stops_when_the_caller_is_interrupted() -> None:
             raise KeyboardInterrupt
         return index
 
-    def finish(index: int, item: int) -> None:
+    def process(index: int, item: int) -> int:
         starts.append(time.perf_counter())
         time.sleep(0.01)  # slower than preparing: items wait in the queue when the interrupt comes
+        return item
 
     with pytest.raises(KeyboardInterrupt):
-        tensorpng.files.run_pipeline(200, prepare, finish, 2)
+        tensorpng.files.run_pipeline(200, prepare, process, lambda i, item: item, 2)
     late = [start for start in starts if start > interrupted[0]]
     # at most the one a helper took just as the interrupt came; the waiting ones are dropped
     assert len(late) <= 1, f"{len(late)} items were started after the interrupt"
