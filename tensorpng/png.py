@@ -277,9 +277,10 @@ def _choose_filter(planes: np.ndarray, distance: int) -> tuple[int, float]:
     """The filter :func:`choose_filter` picks for ``K x H x w`` byte planes (see
     :func:`_byte_planes`), and its mean absolute residual per byte.
 
-    The candidates' residuals of the sampled rows are computed in uint8 and scored together:
-    on small samples the per-call overhead, spent holding the GIL, is what costs (and what
-    keeps threads from scaling), not the arithmetic.
+    The candidates' residuals of the sampled rows are computed in uint8, with the bytes on
+    the left as a zero-padded copy (so the first bytes of a row need no pass of their own),
+    and scored together: on small samples the per-call overhead, spent holding the GIL, is
+    what costs (and what keeps threads from scaling), not the arithmetic.
     """
     height, width = planes.shape[1:]
     step = min(distance, width)
@@ -290,13 +291,19 @@ def _choose_filter(planes: np.ndarray, distance: int) -> tuple[int, float]:
         rows, prior = _sampled_rows(planes)
         candidates = _FAST_CANDIDATES
     residuals = np.empty((len(candidates), *rows.shape), dtype=np.uint8)
-    for slot, kind in enumerate(candidates):
-        out = residuals[slot]
-        up = None if prior is None else prior[..., step:]
-        up_left = None if prior is None else prior[..., : width - step]
-        _residual_into(kind, rows[..., step:], rows[..., : width - step], up, up_left, out[..., step:])
-        first_up = None if prior is None else prior[..., :step]
-        _residual_into(kind, rows[..., :step], None, first_up, None, out[..., :step])
+    left = residuals[0]  # the None slot holds the bytes on the left until the end
+    left[..., :step] = 0
+    left[..., step:] = rows[..., : width - step]
+    np.subtract(rows, left, out=residuals[1])  # Sub
+    if prior is not None:
+        np.subtract(rows, prior, out=residuals[2])  # Up
+        average = residuals[3]  # floor((left + up) / 2) = (left & up) + ((left ^ up) >> 1)
+        np.bitwise_xor(left, prior, out=average)
+        np.right_shift(average, 1, out=average)
+        np.bitwise_and(left, prior, out=left)
+        average += left
+        np.subtract(rows, average, out=average)
+    np.copyto(residuals[0], rows)  # None
     costs = _cost(residuals.reshape(len(candidates), -1))
     best = int(np.argmin(costs))
     return candidates[best], float(costs[best]) / max(1, rows.size)
