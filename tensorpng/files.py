@@ -277,7 +277,7 @@ def _describe_os_error(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def write_atomic(path: Path, data: bytes | memoryview, *, overwrite: bool = True) -> int:
+def write_atomic(path: str | os.PathLike[str], data: bytes | memoryview, *, overwrite: bool = True) -> int:
     """Write ``data`` to ``path`` so that ``path`` is either complete or untouched.
 
     The bytes go to ``.NAME.RANDOM.tmp`` beside ``path`` (dot-prefixed, so readers skip it;
@@ -287,16 +287,16 @@ def write_atomic(path: Path, data: bytes | memoryview, *, overwrite: bool = True
         TargetExistsError: ``overwrite=False`` and ``path`` exists.
         WriteError: the write failed (disk full, permissions, ...); nothing is left behind.
     """
-    directory = path.parent
+    target = os.fspath(path)  # strings, not pathlib: this runs once a file, on the caller
+    directory, name = os.path.split(target)
     # at most ~150 bytes of the name: NAME_MAX (255) must hold the tag and the dots too
-    temp = directory / f".{path.name[:120]}.{_temp_tag()}{TEMP_SUFFIX}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    temp = os.path.join(directory, f".{name[:120]}.{_temp_tag()}{TEMP_SUFFIX}")
     try:
         try:
-            descriptor = os.open(temp, flags, 0o666)
+            descriptor = os.open(temp, _WRITE_FLAGS, 0o666)
         except FileNotFoundError:  # the folder is missing: make it (once, not per file)
-            directory.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(temp, flags, 0o666)
+            os.makedirs(directory or os.curdir, exist_ok=True)
+            descriptor = os.open(temp, _WRITE_FLAGS, 0o666)
     except OSError as error:
         raise WriteError(f"cannot write {path}: {_describe_os_error(error)}") from error
     try:
@@ -307,9 +307,9 @@ def write_atomic(path: Path, data: bytes | memoryview, *, overwrite: bool = True
         finally:
             os.close(descriptor)
         if overwrite:
-            os.replace(temp, path)
+            os.replace(temp, target)
         else:
-            _link_no_clobber(temp, path)
+            _link_no_clobber(temp, target)
     except FileExistsError:
         _remove(temp)
         raise TargetExistsError(f"{path} exists and overwrite=False") from None
@@ -324,6 +324,7 @@ def write_atomic(path: Path, data: bytes | memoryview, *, overwrite: bool = True
     return len(data)
 
 
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 _temp_counter = itertools.count()
 _PROCESS_TAG = secrets.token_hex(4)
 
@@ -336,20 +337,20 @@ def _temp_tag() -> str:
     return f"{_PROCESS_TAG}{os.getpid():x}.{next(_temp_counter)}"
 
 
-def _link_no_clobber(temp: Path, path: Path) -> None:
+def _link_no_clobber(temp: str, path: str) -> None:
     try:
         os.link(temp, path)  # atomic, and fails if path exists
     except OSError as error:
         if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
-        if path.exists():  # a file system without hard links: check, then replace
+        if os.path.lexists(path):  # a file system without hard links: check, then replace
             raise FileExistsError(path) from None
         os.replace(temp, path)
         return
     _remove(temp)
 
 
-def _remove(path: Path) -> None:
+def _remove(path: str) -> None:
     with suppress(OSError):
         os.unlink(path)
 
