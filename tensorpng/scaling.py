@@ -311,7 +311,11 @@ def _convert_affine(plan: Plan, x: np.ndarray, index: int) -> ConvertedImage:
     row = index if plan.gain.shape[0] > 1 else 0
     height, width, channels = x.shape
     gain64, offset64 = plan.gain[row], plan.offset[row]
-    gain, offset = gain64.astype(plan.compute_dtype), offset64.astype(plan.compute_dtype)
+    gains, offsets = gain64.tolist(), offset64.tolist()
+    compute_dtype = plan.compute_dtype
+    if compute_dtype == "float32" and not float32_suffices(gains, offsets, plan.max_value):
+        compute_dtype = "float64"  # e.g. 1e7 + [0, 1] with scale='image': float32 is off by steps
+    gain, offset = gain64.astype(compute_dtype), offset64.astype(compute_dtype)
     planar = x.transpose(2, 0, 1).flags.c_contiguous
     if planar:
         source = x.transpose(2, 0, 1).reshape(channels, -1)
@@ -321,16 +325,15 @@ def _convert_affine(plan: Plan, x: np.ndarray, index: int) -> ConvertedImage:
         source = np.ascontiguousarray(x).reshape(height, width * channels)
         low, high = source.min(), source.max()
         gain, offset = np.tile(gain, width), np.tile(offset, width)
-    values = np.empty(source.shape, dtype=plan.compute_dtype)
+    values = np.empty(source.shape, dtype=compute_dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         np.multiply(source, gain, out=values)
         values += offset
     # a handful of numbers: Python floats, not NumPy scalars (10x less overhead)
     lows, highs = _per_channel_list(low, channels), _per_channel_list(high, channels)
-    gains, offsets = gain64.tolist(), offset64.tolist()
     finite = all(map(math.isfinite, lows + highs))
     mapped_finite = finite and all(map(math.isfinite, gains + offsets))  # inf for subnormal spans
-    step = _RELATIVE_ERROR[plan.compute_dtype]
+    step = _RELATIVE_ERROR[compute_dtype]
     nans = 0
     if not (mapped_finite and _clamp_free(lows, highs, gains, offsets, plan.max_value, step)):
         with np.errstate(invalid="ignore"):
@@ -385,6 +388,23 @@ def _clamp_free(
 # A bound on the relative rounding error of ``x * gain + offset`` in each compute dtype: four
 # roundings (gain, offset, product, sum) of half a unit in the last place each.
 _RELATIVE_ERROR = {"float32": 2.0**-22, "float64": 2.0**-51}
+_FLOAT32_GAIN_LIMIT = 1e37  # well below float32's largest value (3.4e38)
+
+
+def float32_suffices(gains: list[float], offsets: list[float], max_value: int) -> bool:
+    """Whether ``x * gain + offset`` in float32 maps values within the range to within 1/64
+    of a sample step of the exact map (else it is computed in float64).
+
+    For a value that lands in ``0..max``, ``|x * gain| <= max + 1 + |offset|``, so the error is
+    at most ``2**-22 * (max + 1 + 2 * |offset|)``: fine for data near 0..1 (offsets of a few
+    hundred), not for data far from 0 with a small span (``1e7 + [0, 1]`` and ``scale='image'``
+    has an offset of -2.55e9, where a float32 step is 256). A gain float32 cannot hold (a span
+    below ~1e-35) needs float64 too.
+    """
+    largest_offset = max(map(abs, offsets))
+    if not all(math.isfinite(v) and abs(v) < _FLOAT32_GAIN_LIMIT for v in gains):
+        return False
+    return _RELATIVE_ERROR["float32"] * (max_value + 1 + 2 * largest_offset) <= 1 / 64
 
 
 def convert_batch_on_device(plan: Plan, x: Any) -> tuple[Any, Any]:
@@ -405,7 +425,13 @@ def convert_batch_on_device(plan: Plan, x: Any) -> tuple[Any, Any]:
         return (x.to(torch.int32) * 257).to(out_dtype).contiguous(), zero_nans
     if plan.mode == "narrow":
         return ((x.to(torch.int32) + 128) // 257).to(out_dtype).contiguous(), zero_nans
-    dtype = torch.float64 if plan.compute_dtype == "float64" else torch.float32
+    double = plan.compute_dtype == "float64" or (
+        # gains known on the host (value_range, mean/std): the same check as the host path.
+        # Per-image gains of scale= live on the device; reading them would sync it.
+        isinstance(plan.gain, np.ndarray)
+        and not float32_suffices(plan.gain.ravel().tolist(), plan.offset.ravel().tolist(), plan.max_value)
+    )
+    dtype = torch.float64 if double else torch.float32
     gain = _as_like(plan.gain, x).to(dtype)[:, None, None, :]
     offset = _as_like(plan.offset, x).to(dtype)[:, None, None, :]
     values = x.to(dtype)

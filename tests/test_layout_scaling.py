@@ -901,3 +901,22 @@ def test_a_span_below_float_resolution_counts_as_constant() -> None:
     # the smallest spans that are floats still map to 0 and max
     tiny = np.array([[0.0, 1e-300]])
     np.testing.assert_array_equal(tensorpng.to_array(tiny, scale="image"), [[0, 255]])
+
+
+def test_float32_falls_back_to_float64_where_it_cannot_map_to_a_step() -> None:
+    """Data far from 0 with a small span, or with a span so small that the gain overflows
+    float32, is mapped in float64 (float32 was off by up to 255 levels, or wrote NaN)."""
+    far = np.float32(1e5) + np.array([[0.0, 0.5, 1.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(tensorpng.to_array(far, scale="image"), [[0, 128, 255]])
+        np.testing.assert_array_equal(
+            tensorpng.to_array(far, scale="image", std=-2.0, mean=1.0), [[255, 128, 0]]
+        )
+        tiny = np.array([[0.0, 1e-37, 0.5e-37]], np.float32)
+        np.testing.assert_array_equal(tensorpng.to_array(tiny, scale="image"), [[0, 255, 128]])
+        by_range = tensorpng.to_array(torch.from_numpy(tiny), value_range=(0, 1e-37), layout="HW")
+    np.testing.assert_array_equal(by_range, reference(tiny.astype(np.float64), lo=0, hi=1e-37))
+    ramp = np.float32(1e7) + np.arange(0, 16, dtype=np.float32).reshape(4, 4)
+    expected = reference(ramp.astype(np.float64), lo=1e7, hi=1e7 + 15)
+    np.testing.assert_array_equal(tensorpng.to_array(ramp, scale="image"), expected)
