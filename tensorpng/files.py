@@ -453,7 +453,12 @@ def run_pipeline(
 
     def help_process() -> None:
         while True:
-            entry = waiting.get()
+            try:
+                entry = waiting.get(timeout=_WAIT_SECONDS)
+            except queue.Empty:
+                if stopped.is_set():  # the caller left without its stop markers (a 2nd Ctrl-C)
+                    return
+                continue
             if entry is None:
                 return
             if stopped.is_set():
@@ -524,6 +529,7 @@ def run_pipeline(
         stopped.set()
         raise
     finally:
+        stopped.set()  # the caller is done: helpers leave even if a marker never comes
         for _ in helpers:
             waiting.put(None)
         for helper in helpers:
@@ -539,7 +545,7 @@ def run_pipeline(
     return results
 
 
-_WAIT_SECONDS = 0.1  # how often a caller waiting for the helpers checks that they still run
+_WAIT_SECONDS = 0.1  # how often a waiting caller (or helper) checks that the other side still runs
 
 
 def filtered_image(
