@@ -525,11 +525,8 @@ def run_pipeline(
         while outstanding and not stopped.is_set():  # everything prepared
             if not process_here():
                 complete_ready(block=True)
-    except BaseException:
-        stopped.set()
-        raise
     finally:
-        stopped.set()  # the caller is done: helpers leave even if a marker never comes
+        stopped.set()  # done, or interrupted: helpers drop what waits and leave
         for _ in helpers:
             waiting.put(None)
         for helper in helpers:
