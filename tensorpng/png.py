@@ -554,10 +554,7 @@ def _filter_scanlines(
     elif compression == "small":
         lines = _filtered_adaptive(*_interleaved_bytes(planes, distance))
     else:
-        data, _ = _interleaved_bytes(planes, distance)
-        lines = np.empty((height, data.shape[1] + 1), dtype=np.uint8)
-        lines[:, 0] = FILTER_NONE
-        lines[:, 1:] = data
+        lines = _scanlines(planes, FILTER_NONE)  # the samples as they are, one copy
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     parts = [PNG_SIGNATURE, chunk(b"IHDR", header)]
     parts.extend(text_chunk(key, value) for key, value in (text or {}).items())
