@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+from ._admission import WriterStats
+from ._api import encode, save, to_array
 from ._version import __version__
-from .convert import to_array
 from .errors import (
     DTypeError,
     OptionError,
@@ -17,14 +18,13 @@ from .errors import (
     ShapeError,
     TargetExistsError,
     TensorPNGError,
+    UnknownOptionError,
     ValueRangeError,
     WriteError,
 )
-from .files import encode, save
 from .load import DecodeError, load
-from .png import encode_png
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
-from .writer import Writer, WriterStats
+from .writer import Writer
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -37,13 +37,13 @@ __all__ = [
     "ShapeError",
     "TargetExistsError",
     "TensorPNGError",
+    "UnknownOptionError",
     "ValueRangeError",
     "WriteError",
     "Writer",
     "WriterStats",
     "__version__",
     "encode",
-    "encode_png",
     "load",
     "save",
     "to_array",

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DTypeError
+from .errors import DTypeError, ShapeError
 
 # DLPack device types (dlpack.h): 1 = CPU, 3 = CUDA host (pinned) memory.
 _DLPACK_HOST_DEVICES = (1, 3)
@@ -61,11 +61,6 @@ class SourceArray:
             if part.startswith("dtype "):
                 return part.removeprefix("dtype ")
         return self.dtype_name
-
-    @property
-    def on_device(self) -> bool:
-        """Whether ``data`` is a torch tensor on an accelerator (CUDA, MPS, XPU, ...)."""
-        return not isinstance(self.data, np.ndarray)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -179,6 +174,16 @@ def as_source(x: object, *, keep_torch: bool = False) -> SourceArray:
             f"cannot save {description} as an image; pass a torch.Tensor, a numpy.ndarray "
             "or an array that supports __dlpack__ or __array__"
         )
+    if isinstance(x, (list, tuple)) and x and all(hasattr(item, "shape") for item in x):
+        shapes = {tuple(int(d) for d in item.shape) for item in x}
+        if len(shapes) > 1:
+            raise ShapeError(
+                f"cannot save a list of {len(x)} images of different shapes {sorted(shapes)[:4]} as one "
+                "batch; save them one by one (for i, image in enumerate(images): tensorpng.save(image, "
+                "f'{i}.png')), or bring them to one size to save them as a batch or a grid=True"
+            )
+        if is_torch_tensor(x[0]):
+            return as_source(torch_module().stack([item.detach() for item in x]), keep_torch=keep_torch)
     try:
         array = np.asarray(x)
     except Exception as error:  # any failure means "not an array"

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import string
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .convert import ImageOptions
+from ._api import write_batch
+from ._encode import prepare_for
+from ._names import parse_template, relative_name, sanitize_field
+from ._options import check_workers, parse_image_options, parse_png_options
 from .errors import OptionError, PathError, TensorPNGError
-from .files import PNGOptions, format_template, prepare_for, target_paths, template_fields, write_batch
 from .layout import LAYOUTS
 from .loaders import DEFAULT_MAX_VALUES, LoadError, load_file
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
-from .writer import relative_name, sanitize_field
+from .sinks import LocalSink
 
 DEFAULT_NAME = "{key}/{index:05d}.png"
 DEFAULT_GRID_NAME = "{key}.png"
@@ -162,9 +163,10 @@ class _Progress:
 def convert(args: argparse.Namespace) -> int:
     """Run ``tensorpng convert``; returns the exit code."""
     options = _options(args)
-    image_options = ImageOptions.parse(**options)
-    png_options = PNGOptions.parse()
-    template = args.name or (DEFAULT_GRID_NAME if args.grid else DEFAULT_NAME)
+    image_options = parse_image_options(**options)
+    png_options = parse_png_options()
+    template = parse_template(args.name or (DEFAULT_GRID_NAME if args.grid else DEFAULT_NAME))
+    sink = LocalSink(args.output)
     rank, world = shard()
     inputs = sorted(set(args.inputs), key=str)
     several = len(inputs) > 1
@@ -196,8 +198,11 @@ def convert(args: argparse.Namespace) -> int:
                 single = len(prepared) == 1 and entry.key == path.stem
                 key = entry.key if not several else labels[path] if single else f"{labels[path]}/{entry.key}"
                 key = "/".join(str(sanitize_field(part)) for part in key.split("/"))
-                name = relative_name(fill_fields(template, {"key": key, "file": sanitize_field(path.stem)}))
-                paths = target_paths(batch, str(args.output / name))
+                count = 1 if batch.writes_grid else batch.count
+                fields = {"key": key, "file": sanitize_field(path.stem)}
+                batched = batch.layout.batched and not batch.writes_grid
+                names = [relative_name(name) for name in template.names(count, batched, fields)]
+                paths = [args.output / name for name in names]
                 clash = next((p for p in paths if p in targets), None)
                 if clash is not None:
                     raise PathError(
@@ -206,7 +211,7 @@ def convert(args: argparse.Namespace) -> int:
                     )
                 targets.update(dict.fromkeys(paths, path))
                 write_batch(
-                    batch, on_device, paths, png_options, overwrite=args.overwrite, workers=args.workers
+                    batch, on_device, names, sink, png_options, overwrite=args.overwrite, workers=args.workers
                 )
                 files_written += len(paths)
                 bytes_written += sum(p.stat().st_size for p in paths)
@@ -237,24 +242,6 @@ def convert(args: argparse.Namespace) -> int:
 NAME_FIELDS = ("key", "index", "file")
 
 
-def fill_fields(template: str, fields: dict[str, Any]) -> str:
-    """Fill every field of ``template`` but ``{index}``, which is kept (with its format spec)
-    for :func:`tensorpng.save` to fill per image."""
-    parts = []
-    for literal, name, spec, conversion in string.Formatter().parse(template):
-        parts.append(literal.replace("{", "{{").replace("}", "}}"))
-        if name is None:
-            continue
-        if name == "index":
-            parts.append(
-                "{index" + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            )
-        else:
-            field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            parts.append(format_template(field, fields).replace("{", "{{").replace("}", "}}"))
-    return "".join(parts)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tensorpng`` command."""
     parser = build_parser()
@@ -262,10 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.workers is not None and args.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {args.workers}")
+        check_workers(args.workers)
         if args.max_values < 1:
             raise OptionError(f"--max-values must be at least 1, got {args.max_values}")
-        ImageOptions.parse(**_options(args))
-        unknown = template_fields(args.name or DEFAULT_NAME) - set(NAME_FIELDS)
+        parse_image_options(**_options(args))
+        unknown = parse_template(args.name or DEFAULT_NAME).fields - set(NAME_FIELDS)
         if unknown:
             raise PathError(
                 f"--name uses unknown field(s) {sorted(unknown)}; fields: {', '.join(NAME_FIELDS)}"

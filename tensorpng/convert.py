@@ -9,83 +9,27 @@ tensors one ``convert_batch_on_device`` before the (small, integer) copy to the 
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from ._options import ImageOptions
 from .arrays import SourceArray, as_source
-from .colormaps import apply_colormap, apply_colormap_torch, colormap_table
-from .errors import DTypeError, OptionError, ShapeError, ValueRangeError
-from .grid import check_grid_options, make_grid
-from .layout import Layout, as_nhwc, parse_layout, resolve_layout
-from .palettes import PaletteSpec, resolve_palette
-from .scaling import ConvertedImage, Plan, ScaleOptions, convert_batch_on_device, convert_image, make_plan
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    """Validated conversion options (see :func:`tensorpng.save` for their meaning)."""
-
-    layout: str | None = None
-    scaling: ScaleOptions = field(default_factory=ScaleOptions)
-    grid: bool = False
-    nrow: int = 8
-    padding: int = 2
-    pad_value: float = 0.0
-    cmap: str | None = None
-    palette: PaletteSpec | None = None
-
-    @classmethod
-    def parse(
-        cls,
-        *,
-        layout: str | None = None,
-        mean: float | Sequence[float] | None = None,
-        std: float | Sequence[float] | None = None,
-        value_range: tuple[float, float] | None = None,
-        scale: str | None = None,
-        bits: int | None = None,
-        grid: bool = False,
-        nrow: int = 8,
-        padding: int = 2,
-        pad_value: float = 0.0,
-        cmap: str | None = None,
-        palette: PaletteSpec | None = None,
-    ) -> ImageOptions:
-        check_grid_options(nrow, padding, pad_value)
-        if not isinstance(grid, bool):
-            raise OptionError(f"grid must be True or False, got {grid!r}")
-        scaling = ScaleOptions.parse(mean=mean, std=std, value_range=value_range, scale=scale, bits=bits)
-        if palette is False:
-            palette = None
-        if cmap is not None:
-            if not isinstance(cmap, str):
-                raise OptionError(f"cmap is a colormap name such as 'viridis', got {cmap!r}")
-            colormap_table(cmap)  # unknown names and a missing package fail here, early
-            cmap = cmap.lower()
-            if scaling.bits == 16:
-                raise OptionError("cmap= writes 8-bit RGB; drop bits=16 (or drop cmap= for 16-bit gray)")
-        if palette is not None:
-            if cmap is not None:
-                raise OptionError("pass either cmap= (for values) or palette= (for integer labels), not both")
-            if scaling.maps_values or scaling.bits == 16:
-                raise OptionError(
-                    "palette= writes integer labels as they are: drop mean/std/value_range/scale/bits"
-                )
-        return cls(parse_layout(layout), scaling, grid, nrow, padding, float(pad_value), cmap, palette)
+from .colormaps import apply_colormap, apply_colormap_torch
+from .errors import DTypeError, OptionError, ShapeError, ValueRangeError, warn_user
+from .grid import make_grid
+from .layout import Layout, as_nhwc, resolve_layout
+from .palettes import resolve_palette
+from .scaling import ConvertedImage, Plan, convert_batch_on_device, convert_image, make_plan
 
 
 def warn_nans(count: int, description: str) -> None:
     """Warn once for a call whose input held NaN values (they are written as 0)."""
     if count:
-        warnings.warn(
-            f"{count} NaN value{'s' if count != 1 else ''} in {description} written as 0",
-            RuntimeWarning,
-            stacklevel=3,
+        warn_user(
+            f"{count} NaN value{'s' if count != 1 else ''} in {description} written as 0", RuntimeWarning
         )
 
 
@@ -122,10 +66,6 @@ class Batch:
     @property
     def count(self) -> int:
         return int(self.images.shape[0])
-
-    @property
-    def channels(self) -> int:
-        return int(self.images.shape[-1])
 
     @property
     def on_device(self) -> bool:
@@ -168,10 +108,10 @@ class Batch:
     def grid_image(self) -> ConvertedImage:
         """The whole batch tiled into one C-contiguous ``H' x W' x C`` image."""
         converted = [self.image(index) for index in range(self.count)]
-        stacked = _stacked([image.samples for image in converted])
+        tiles = stacked([image.samples for image in converted])
         opts = self.options
         pad = 0.0 if self.palette_table is not None else opts.pad_value  # label 0 between tiles
-        grid = make_grid(stacked, nrow=opts.nrow, padding=opts.padding, pad_value=pad)
+        grid = make_grid(tiles, nrow=opts.nrow, padding=opts.padding, pad_value=pad)
         known = [image.extremes for image in converted if image.extremes is not None]
         extremes = None
         if len(known) == len(converted):
@@ -179,7 +119,7 @@ class Batch:
         return ConvertedImage(grid, sum(image.nans for image in converted), extremes)
 
 
-def _stacked(images: list[np.ndarray]) -> np.ndarray:
+def stacked(images: list[np.ndarray]) -> np.ndarray:
     """``N x H x W x C`` C-contiguous samples of equally shaped images in any memory order
     (``np.stack`` keeps the inputs' order: channels-first images would stay so)."""
     out = np.empty((len(images), *images[0].shape), dtype=images[0].dtype)
@@ -232,31 +172,3 @@ def prepare(x: object, options: ImageOptions, *, keep_torch: bool = False) -> Ba
             "as it is; pass value_range=(lo, hi) or scale='image' to map its values"
         )
     return Batch(source, layout, images, plan, options, palette_table=table)
-
-
-def to_array(x: object, **options: Any) -> np.ndarray:
-    """Convert ``x`` to PNG samples without encoding them.
-
-    Takes the options of :func:`tensorpng.save` that concern values and layout (``layout``,
-    ``mean``, ``std``, ``value_range``, ``scale``, ``bits``, ``grid``, ``nrow``, ``padding``,
-    ``pad_value``).
-
-    Returns:
-        uint8 or uint16 samples: ``H x W`` (gray) or ``H x W x C`` for one image or a grid,
-        ``N x H x W`` or ``N x H x W x C`` for a batch.
-    """
-    try:
-        image_options = ImageOptions.parse(**options)
-    except TypeError as error:  # an unexpected keyword argument (save's and encode's say so too)
-        raise OptionError(f"unknown option: {error}") from None
-    batch = prepare(x, image_options).to_host()
-    if batch.writes_grid:
-        result, nans, _ = batch.grid_image()
-    else:
-        converted = [batch.image(index) for index in range(batch.count)]
-        result = _stacked([image.samples for image in converted])
-        nans = sum(image.nans for image in converted)
-        if not batch.layout.batched:
-            result = result[0]
-    warn_nans(nans + batch.nan_count, batch.source.description)
-    return result[..., 0] if result.shape[-1] == 1 else result

@@ -7,6 +7,10 @@ so ``except ValueError`` keeps working in code that predates this library.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 
 class TensorPNGError(Exception):
     """Base class of every error raised by tensorpng."""
@@ -22,6 +26,11 @@ class DTypeError(TensorPNGError, TypeError):
 
 class OptionError(TensorPNGError, ValueError):
     """An option has a value that is not allowed (or that conflicts with the input)."""
+
+
+class UnknownOptionError(OptionError, TypeError):
+    """A public function got a keyword it does not take (the message suggests the closest);
+    a ``TypeError`` as Python's own would be, and an :class:`OptionError`."""
 
 
 class ValueRangeError(TensorPNGError, ValueError):
@@ -42,3 +51,17 @@ class WriteError(TensorPNGError, OSError):
 
 class QueueFullError(TensorPNGError, RuntimeError):
     """A :class:`~tensorpng.Writer` with ``on_full="error"`` had no room for more work."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` pointing at the caller's line, outside tensorpng (not at the library
+    frame that noticed the problem), whatever the depth of the call."""
+    level = 2  # 1 is this function; 2 its caller, the first frame looked at
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

@@ -37,6 +37,12 @@ def infer_layout(shape: tuple[int, ...], channels_first: bool, description: str)
     hint = "pass layout= (one of " + ", ".join(LAYOUTS) + ")"
     if ndim == 2:
         return "HW"
+    if ndim == 5:
+        raise ShapeError(
+            f"an image is 2-D (HW), 3-D (CHW/HWC/NHW) or 4-D (NCHW/NHWC); got the 5-D {description}. "
+            "For video or a batch of clips (N x T x C x H x W) merge the first two axes: "
+            "x.flatten(0, 1) (torch) or x.reshape(-1, *x.shape[2:]) (NumPy)"
+        )
     if ndim not in (3, 4):
         raise ShapeError(f"an image is 2-D (HW), 3-D (CHW/HWC/NHW) or 4-D (NCHW/NHWC); got {description}")
     first_axis = 0 if ndim == 3 else 1

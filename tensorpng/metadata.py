@@ -1,4 +1,5 @@
-"""Metadata: every PNG records how its values were mapped, so :func:`tensorpng.load` can undo it.
+"""Internal: the mapping record. Every PNG records how its values were mapped, so
+:func:`tensorpng.load` can undo it.
 
 The record is one ``tEXt`` chunk with the keyword ``tensorpng`` holding JSON::
 
@@ -19,12 +20,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._version import __version__
-from .convert import Batch
+
+if TYPE_CHECKING:  # convert imports the options, which import this module's key
+    from .convert import Batch
 
 METADATA_KEY = "tensorpng"
 

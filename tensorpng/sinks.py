@@ -1,23 +1,29 @@
-"""Sinks: where a :class:`~tensorpng.Writer` puts its files (a local folder or an fsspec URL).
+"""Internal: sinks, where ``save`` and :class:`~tensorpng.Writer` put their files (a local
+folder or an fsspec URL).
 
 A name given to a sink is relative to its root and has already been checked to stay inside
 it. Each sink writes a file completely or not at all:
 
-- ``LocalSink``: temporary file + ``os.replace`` (see :func:`tensorpng.files.write_atomic`).
+- ``LocalSink``: temporary file + ``os.replace`` (:func:`write_atomic`); ``save`` uses one
+  with an empty root, so its names are paths as the caller gave them.
 - ``FsspecSink``: object stores (S3, GCS, Azure) make an object visible only once its upload
   completed, so bytes are put directly; other file systems get a temporary name and a move.
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
 import os
 import posixpath
 import secrets
-from pathlib import Path
+from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any, Protocol
 
 from .errors import OptionError, TargetExistsError, WriteError
-from .files import check_targets, write_atomic
+
+TEMP_SUFFIX = ".tmp"
 
 OBJECT_STORE_PROTOCOLS = frozenset(("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"))
 
@@ -33,17 +39,16 @@ class Sink(Protocol):
 
 
 class LocalSink:
-    """Files under a local folder, written atomically."""
+    """Files under a local folder (``""``: names are paths), written atomically."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str] = "") -> None:
         self.root = os.fspath(root)
-        self._root_path = Path(self.root)
 
     def write(self, name: str, data: bytes, overwrite: bool) -> int:
-        return write_atomic(self._root_path / name, data, overwrite=overwrite)
+        return write_atomic(os.path.join(self.root, name), data, overwrite=overwrite)
 
     def check_absent(self, names: list[str]) -> None:
-        check_targets([self._root_path / name for name in names], overwrite=False)
+        check_targets([os.path.join(self.root, name) for name in names], overwrite=False)
 
 
 class FsspecSink:
@@ -89,6 +94,10 @@ class FsspecSink:
             raise WriteError(f"cannot write {self.fs.unstrip_protocol(path)}: {error}") from error
         return len(data)
 
+    def url(self, name: str) -> str:
+        """The URL of ``name`` (what ``save`` returns for URL targets)."""
+        return str(self.fs.unstrip_protocol(self._full(name)))
+
     def check_absent(self, names: list[str]) -> None:
         existing = [name for name in names if self.fs.exists(self._full(name))]
         if existing:
@@ -103,3 +112,111 @@ def open_sink(root: str | os.PathLike[str], storage_options: dict[str, Any] | No
     if "://" in text and not text.startswith("file://"):
         return FsspecSink(text, storage_options)
     return LocalSink(text.removeprefix("file://"))
+
+
+def _describe_os_error(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    if error.errno == errno.EFBIG:
+        return "the file is larger than this process may write (RLIMIT_FSIZE)"
+    return error.strerror or str(error)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | memoryview, *, overwrite: bool = True) -> int:
+    """Write ``data`` to ``path`` so that ``path`` is either complete or untouched.
+
+    The bytes go to ``.NAME.RANDOM.tmp`` beside ``path`` (dot-prefixed, so readers skip it;
+    it is removed on failure), then the file is moved into place. Returns the bytes written.
+
+    Raises:
+        TargetExistsError: ``overwrite=False`` and ``path`` exists.
+        WriteError: the write failed (disk full, permissions, ...); nothing is left behind.
+    """
+    target = os.fspath(path)  # strings, not pathlib: this runs once a file, on the caller
+    directory, name = os.path.split(target)
+    # NAME_MAX (255 bytes) must hold the tag and the dots too: keep at most 120 bytes of the
+    # name, cut at a character boundary (a cut by characters fails on long non-ASCII names)
+    short = os.fsencode(name)[:120].decode("utf-8", "ignore") if len(name) > 30 else name
+    temp = os.path.join(directory, f".{short}.{_temp_tag()}{TEMP_SUFFIX}")
+    try:
+        try:
+            descriptor = os.open(temp, _WRITE_FLAGS, 0o666)
+        except FileNotFoundError:  # the folder is missing: make it (once, not per file)
+            os.makedirs(directory or os.curdir, exist_ok=True)
+            descriptor = os.open(temp, _WRITE_FLAGS, 0o666)
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {_describe_os_error(error)}") from error
+    try:
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(descriptor, view) :]
+        finally:
+            os.close(descriptor)
+        if overwrite:
+            os.replace(temp, target)
+        else:
+            _link_no_clobber(temp, target)
+    except FileExistsError:
+        _remove(temp)
+        raise TargetExistsError(f"{path} exists and overwrite=False") from None
+    except OSError as error:
+        _remove(temp)
+        raise WriteError(
+            f"cannot write {path}: {_describe_os_error(error)}; no partial file was left"
+        ) from error
+    except BaseException:
+        _remove(temp)
+        raise
+    return len(data)
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+_temp_counter = itertools.count()
+_PROCESS_TAG = secrets.token_hex(4)
+
+
+def _temp_tag() -> str:
+    """A name part unique to this write: a random tag per process, pid and a counter.
+
+    (``O_EXCL`` still refuses a name that exists, so a clash could fail, never overwrite.)
+    """
+    return f"{_PROCESS_TAG}{os.getpid():x}.{next(_temp_counter)}"
+
+
+def _link_no_clobber(temp: str, path: str) -> None:
+    try:
+        os.link(temp, path)  # atomic, and fails if path exists
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(path):  # a file system without hard links: check, then replace
+            raise FileExistsError(path) from None
+        os.replace(temp, path)
+        return
+    _remove(temp)
+
+
+def _remove(path: str) -> None:
+    with suppress(OSError):
+        os.unlink(path)
+
+
+def check_targets(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> None:
+    """Raise :class:`TargetExistsError` before anything is written when a target exists."""
+    if overwrite:
+        return
+    existing = [os.fspath(p) for p in paths if os.path.lexists(p)]
+    if existing:
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        raise TargetExistsError(f"{', '.join(existing[:3])}{more} exist(s) and overwrite=False")
+
+
+def target_sink(path: str, storage_options: dict[str, Any] | None = None) -> tuple[Sink, str]:
+    """``save``'s target as a sink and a name template relative to it: a local path stays as
+    given (a sink with an empty root), a URL splits at its last folder without fields."""
+    if "://" not in path or path.startswith("file://"):
+        return LocalSink(), path.removeprefix("file://")
+    head = path[: path.find("{")] if "{" in path else path
+    folder = head.rsplit("/", 1)[0]
+    return FsspecSink(folder, storage_options), path[len(folder) + 1 :]

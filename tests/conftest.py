@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -94,3 +96,47 @@ def photo() -> np.ndarray:
     import skimage.data
 
     return skimage.data.astronaut()
+
+
+class SlowSink:
+    """A sink that holds every write for ``delay`` seconds (or until ``gate`` is set)."""
+
+    def __init__(self, root: Path, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.root = str(root)
+        self.delay = delay
+        self.gate = gate
+        self.names: list[str] = []
+
+    def write(self, name: str, data: bytes, overwrite: bool) -> int:
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        time.sleep(self.delay)
+        path = Path(self.root) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.names.append(name)
+        return len(data)
+
+    def check_absent(self, names: list[str]) -> None:
+        pass
+
+
+class GatedSink:
+    """Local files; the first write waits until ``gate`` is set (``entered`` tells it began)."""
+
+    def __init__(self, root: Path) -> None:
+        from tensorpng.sinks import LocalSink
+
+        self.root = str(root)
+        self.local = LocalSink(root)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, name: str, data: bytes, overwrite: bool) -> int:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.gate.wait(30)
+        return self.local.write(name, data, overwrite)
+
+    def check_absent(self, names: list[str]) -> None:
+        self.local.check_absent(names)

@@ -22,7 +22,8 @@ import skimage.data
 import torch
 
 import tensorpng
-import tensorpng.files
+import tensorpng._pipeline
+import tensorpng.sinks
 from conftest import (
     decode_imagecodecs,
     decode_opencv,
@@ -77,7 +78,7 @@ def listing(folder: Path) -> list[str]:
 
 def assert_no_temp_files(folder: Path) -> None:
     for root, _, files in os.walk(folder):
-        leftovers = [f for f in files if f.startswith(".") or f.endswith(tensorpng.files.TEMP_SUFFIX)]
+        leftovers = [f for f in files if f.startswith(".") or f.endswith(tensorpng.sinks.TEMP_SUFFIX)]
         assert not leftovers, f"temporary files left in {root}: {leftovers}"
 
 
@@ -224,7 +225,7 @@ def test_batch_without_index_gets_zero_padded_suffix(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("count", "names"),
     [
-        (1, ["img_0.png"]),
+        (1, ["img.png"]),  # a batch of one: the path itself
         (3, ["img_0.png", "img_1.png", "img_2.png"]),
         (10, [f"img_{i}.png" for i in range(10)]),
         (11, [f"img_{i:02d}.png" for i in range(11)]),
@@ -291,9 +292,9 @@ def test_single_image_is_saved_to_the_path_itself(tmp_path: Path) -> None:
     image = np.zeros((4, 4, 3), np.uint8)
     assert tensorpng.save(image, tmp_path / "one.png") == [tmp_path / "one.png"]
     assert tensorpng.save(image, str(tmp_path / "two.png")) == [tmp_path / "two.png"]
-    # A batch of one is still a batch: it gets an index.
-    assert tensorpng.save(image[None], tmp_path / "three.png") == [tmp_path / "three_0.png"]
-    assert listing(tmp_path) == ["one.png", "three_0.png", "two.png"]
+    # A batch of one is written to the path itself too (one name rule for save and Writer).
+    assert tensorpng.save(image[None], tmp_path / "three.png") == [tmp_path / "three.png"]
+    assert listing(tmp_path) == ["one.png", "three.png", "two.png"]
 
 
 def test_parent_folders_are_created(tmp_path: Path) -> None:
@@ -321,8 +322,8 @@ def test_bad_templates_write_nothing(template: str, match: str, tmp_path: Path) 
     assert not (tmp_path / "out").exists()
 
 
-def test_template_giving_every_image_one_name_writes_nothing(tmp_path: Path) -> None:
-    with pytest.raises(PathError, match=r"same file name; use \{index\}"):
+def test_attribute_access_in_a_template_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(PathError, match=r"\{index\.imag\} is not a plain name"):
         tensorpng.save(np.zeros((2, 4, 4, 3), np.uint8), tmp_path / "out" / "{index.imag}.png")
     assert not (tmp_path / "out").exists()
 
@@ -374,7 +375,7 @@ def test_overwrite_false_never_clobbers_a_file_that_appears_late(
     # (not a rename) refuses to replace it.
     target = tmp_path / "race.png"
     monkeypatch.setattr(
-        tensorpng.files, "check_targets", lambda paths, overwrite: target.write_bytes(b"theirs")
+        tensorpng.sinks, "check_targets", lambda paths, overwrite: target.write_bytes(b"theirs")
     )
     with pytest.raises(TargetExistsError, match=r"race\.png exists and overwrite=False"):
         tensorpng.save(np.zeros((4, 4), np.uint8), target, overwrite=False)
@@ -402,7 +403,7 @@ def test_disk_full_leaves_the_old_file_intact(tmp_path: Path, monkeypatch: pytes
     def disk_full(src: Any, dst: Any) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(tensorpng.files.os, "replace", disk_full)
+    monkeypatch.setattr(os, "replace", disk_full)
     with pytest.raises(
         WriteError, match=r"cannot write .*x\.png: the disk is full; no partial file was left"
     ) as info:
@@ -419,7 +420,7 @@ def test_disk_full_in_a_batch_leaves_no_partial_files(
     def disk_full(src: Any, dst: Any) -> None:
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
 
-    monkeypatch.setattr(tensorpng.files.os, "replace", disk_full)
+    monkeypatch.setattr(os, "replace", disk_full)
     with pytest.raises(WriteError, match="the disk is full"):
         tensorpng.save(np.zeros((6, 4, 4), np.uint8), tmp_path / "{index}.png", layout="NHW")
     assert listing(tmp_path) == []
@@ -449,7 +450,7 @@ def test_interrupted_write_removes_the_temporary_file(
     def interrupted(src: Any, dst: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tensorpng.files.os, "replace", interrupted)
+    monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tensorpng.save(np.zeros((4, 4), np.uint8), tmp_path / "x.png")
     assert listing(tmp_path) == []
@@ -620,7 +621,7 @@ def test_run_pipeline_runs_every_item_once_and_raises_the_first_failure() -> Non
             raise ValueError("complete 7")
         return item * 2
 
-    run_pipeline = tensorpng.files.run_pipeline
+    run_pipeline = tensorpng._pipeline.run_pipeline
     for workers in (1, 2, 3):
         for log in (prepared, processed, completed):
             log.clear()
@@ -650,7 +651,7 @@ def test_run_pipeline_prepares_and_completes_on_the_caller_and_processes_on_the_
 
         return run
 
-    tensorpng.files.run_pipeline(6, stage("prepare"), stage("process"), stage("complete"), 2)
+    tensorpng._pipeline.run_pipeline(6, stage("prepare"), stage("process"), stage("complete"), 2)
     caller = threading.get_ident()
     assert threads["prepare"] == threads["complete"] == {caller}
     assert caller in threads["process"] and len(threads["process"]) == 2
@@ -679,7 +680,7 @@ def test_run_pipeline_bounds_the_items_in_flight() -> None:
         with lock:
             alive -= 1
 
-    tensorpng.files.run_pipeline(100, prepare, process, complete, 2)
+    tensorpng._pipeline.run_pipeline(100, prepare, process, complete, 2)
     assert alive == 0
     assert most <= 2 * 2 + 3, most
 
@@ -697,7 +698,7 @@ def test_run_pipeline_raises_what_stops_a_helper() -> None:
         return item
 
     with pytest.raises(SystemExit, match="the helper stopped"):
-        tensorpng.files.run_pipeline(20, lambda i: i, process, lambda i, item: item, 2)
+        tensorpng._pipeline.run_pipeline(20, lambda i: i, process, lambda i, item: item, 2)
 
 
 def test_run_pipeline_stops_when_the_caller_is_interrupted() -> None:
@@ -718,7 +719,7 @@ def test_run_pipeline_stops_when_the_caller_is_interrupted() -> None:
         return item
 
     with pytest.raises(KeyboardInterrupt):
-        tensorpng.files.run_pipeline(200, prepare, process, lambda i, item: item, 2)
+        tensorpng._pipeline.run_pipeline(200, prepare, process, lambda i, item: item, 2)
     late = [start for start in starts if start > interrupted[0]]
     # at most the one a helper took just as the interrupt came; the waiting ones are dropped
     assert len(late) <= 1, f"{len(late)} items were started after the interrupt"

@@ -951,5 +951,7 @@ def test_gil_probe_catches_an_encoder_that_holds_the_gil(
     assert ratio > 0.25, f"the probe missed a GIL held for most of the encode ({ratio:.0%})"
 
 
-def test_public_encode_png_is_the_module_function() -> None:
-    assert tensorpng.encode_png is encode_png
+def test_the_public_surface_is_the_documented_one() -> None:
+    """png.encode_png is internal now (tensorpng.encode covers it); __all__ lists the surface."""
+    assert not hasattr(tensorpng, "encode_png")
+    assert all(hasattr(tensorpng, name) for name in tensorpng.__all__)

@@ -14,13 +14,14 @@ import time
 import weakref
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 import tensorpng
-from conftest import decode_imagecodecs, pngcheck
+from conftest import GatedSink, decode_imagecodecs, pngcheck
 from tensorpng.cli import main
 from tensorpng.loaders import LoadError, load_file
 from tensorpng.png import encode_png
@@ -28,17 +29,20 @@ from tensorpng.png import encode_png
 REPO = Path(__file__).resolve().parents[1]
 
 
-def occupy(writer: tensorpng.Writer) -> threading.Event:
-    """Keep the writer's single worker busy until the returned event is set."""
-    gate = threading.Event()
-    writer._pool.submit(gate.wait, 30)
-    return gate
+def occupied_writer(root: Path, **options: Any) -> tuple[tensorpng.Writer, threading.Event]:
+    """A one-worker Writer whose worker is busy until the returned event is set: a first
+    1-byte save whose write waits in the sink."""
+    sink = GatedSink(root)
+    writer = tensorpng.Writer(root, workers=1, sink=sink, **options)
+    writer.save(torch.zeros(1, 1, dtype=torch.uint8), "occupy.png")
+    assert sink.entered.wait(30)
+    return writer, sink.gate
 
 
 def test_device_encoder_snapshots_integer_input(tmp_path: Path) -> None:
     x = torch.zeros(32, 32, dtype=torch.uint8)
-    with tensorpng.Writer(tmp_path, workers=1, encoder="device") as writer:
-        gate = occupy(writer)
+    writer, gate = occupied_writer(tmp_path, encoder="device")
+    with writer:
         writer.save(x, "mask.png")
         x += 255  # the caller reuses its tensor at once
         gate.set()
@@ -58,8 +62,7 @@ def test_exit_without_close_with_the_device_encoder(tmp_path: Path) -> None:
 
 
 def test_save_blocked_while_the_writer_closes(tmp_path: Path) -> None:
-    writer = tensorpng.Writer(tmp_path, workers=1, max_pending=16, on_full="block")
-    gate = occupy(writer)
+    writer, gate = occupied_writer(tmp_path, max_pending=17, on_full="block")  # 1 + 16 bytes fit
     writer.save(np.zeros((4, 4), np.uint8), "a.png")
     outcome: list[BaseException | None] = []
 
@@ -88,14 +91,14 @@ def test_save_blocked_while_the_writer_closes(tmp_path: Path) -> None:
 def test_queued_work_does_not_keep_the_callers_array(tmp_path: Path) -> None:
     x = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
     alive = weakref.ref(x)
-    with tensorpng.Writer(tmp_path, workers=1) as writer:
-        gate = occupy(writer)
+    writer, gate = occupied_writer(tmp_path)
+    with writer:
         writer.save(x, "f{index}.png")
         del x
         gc.collect()
         assert alive() is None  # the writer holds its own copy only
         gate.set()
-    assert len(list(tmp_path.glob("*.png"))) == 4
+    assert len(list(tmp_path.glob("f*.png"))) == 4
 
 
 def _save_in_child(folder: str) -> None:

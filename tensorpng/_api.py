@@ -1,0 +1,275 @@
+"""Internal: the one-call API, ``save``, ``encode`` and ``to_array``.
+
+Each call parses its options once, prepares the input once (``convert.prepare``, through
+``_encode.prepare_for``, which also picks the encoder), and passes the prepared batch down:
+encoded bytes (``_encode``) go to a sink (``sinks``) through ``_pipeline.run_pipeline``.
+``save`` and ``encode`` differ in their last step only, as safetensors' ``save`` and
+``save_file`` do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._encode import encode_image, encode_on_device, filtered_image, host_extremes, prepare_for
+from ._misuse import applies, outside_share, warn_if_outside
+from ._names import parse_template, path_text
+from ._options import (
+    Compression,
+    Encoder,
+    PNGOptions,
+    Scale,
+    check_bool,
+    check_workers,
+    checked_keywords,
+    parse_image_options,
+    parse_png_options,
+)
+from ._pipeline import run_pipeline
+from .convert import Batch, prepare, stacked, warn_nans
+from .errors import OptionError
+from .palettes import PaletteSpec
+from .png import FilteredPNG, finish_png
+from .sinks import FsspecSink, Sink, target_sink
+
+
+@checked_keywords
+def save(
+    x: object,
+    path: str | os.PathLike[str],
+    *,
+    layout: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    value_range: tuple[float, float] | None = None,
+    scale: Scale | None = None,
+    bits: int | None = None,
+    grid: bool = False,
+    nrow: int = 8,
+    padding: int = 2,
+    pad_value: float = 0.0,
+    cmap: str | None = None,
+    palette: PaletteSpec | bool | None = None,
+    compression: Compression = "fast",
+    metadata: Mapping[str, str] | bool | None = None,
+    encoder: Encoder = "auto",
+    overwrite: bool = True,
+    workers: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> list[Path] | list[str]:
+    """Save a tensor or array as PNG: one file per image, or one grid.
+
+    Args:
+        x: ``torch.Tensor`` (any device; float, int, bool dtypes; ``requires_grad`` is fine),
+            ``numpy.ndarray``, an object with ``__dlpack__``/``__array__``, or a list of
+            equally sized images. Shapes: ``H x W``, ``C x H x W``, ``H x W x C``,
+            ``N x H x W``, ``N x C x H x W`` or ``N x H x W x C`` with C = 1 (gray),
+            2 (gray+alpha), 3 (RGB) or 4 (RGBA).
+        path: the file, ending in ``.png``; a local path, or an fsspec URL
+            (``s3://bucket/run/{index:04d}.png``; needs ``pip install 'tensorpng[s3]'``).
+            One image, or a batch of one, is written to ``path`` itself. For a larger batch
+            ``{index}`` (with a format spec such as ``{index:04d}``) names each image's
+            file; without it ``_{index}`` is added before the suffix.
+        layout: ``"HW"``, ``"CHW"``, ``"HWC"``, ``"NHW"``, ``"NCHW"`` or ``"NHWC"``;
+            inferred when None (see the README).
+        mean, std: undo ``Normalize(mean, std)``: ``x * std + mean``; a scalar or one value
+            per channel.
+        value_range: ``(lo, hi)``: lo maps to black, hi to white, values outside are
+            clamped. Default ``(0, 1)`` for floats; integers are written as they are.
+        scale: ``"image"`` (min-max per image) or ``"batch"`` (one min-max for the batch).
+        bits: 8 or 16 bits per sample (default 8; 16 for uint16 input).
+        grid: tile a batch into one image with torchvision ``make_grid``'s geometry.
+        nrow, padding, pad_value: the grid's images per row, gap in pixels, and gap
+            brightness from 0 to 1.
+        cmap: a colormap for single-channel inputs (``"viridis"``, ``"turbo"``, ...): 8-bit RGB.
+        palette: integer label maps as palette PNGs: ``"voc"`` (or True), or RGB triples.
+        compression: ``"fast"`` (ISA-L level 1), ``"small"`` (adaptive filters, libdeflate)
+            or ``"none"`` (stored).
+        metadata: ``{key: value}`` text chunks to add; ``False`` writes no text at all, not
+            even the mapping record that :func:`tensorpng.load` uses.
+        encoder: ``"auto"``, ``"cpu"`` or ``"device"`` (the torch encoder for torch tensors).
+        overwrite: with ``False``, raise :class:`TargetExistsError` before anything is
+            written if a target exists.
+        workers: threads for a batch (default: one per CPU, the calling thread included).
+        storage_options: passed to fsspec for a URL ``path``.
+
+    Returns:
+        The files written, in batch order (``Path`` objects; URL strings for URL targets).
+
+    Raises:
+        TensorPNGError: bad input, options or path (before anything is written), or a
+            failed write (no partial file is left under the final name).
+    """
+    image_options = parse_image_options(
+        layout=layout, mean=mean, std=std, value_range=value_range, scale=scale, bits=bits, grid=grid,
+        nrow=nrow, padding=padding, pad_value=pad_value, cmap=cmap, palette=palette,
+    )  # fmt: skip
+    png_options = parse_png_options(compression=compression, metadata=metadata, encoder=encoder)
+    check_bool("overwrite", overwrite)
+    check_workers(workers)
+    template = parse_template(path_text(path))
+    sink, name = target_sink(template.text, storage_options)
+    batch, on_device = prepare_for(x, image_options, png_options)
+    count = 1 if batch.writes_grid else batch.count
+    names = parse_template(name).names(count, batch.layout.batched and not batch.writes_grid)
+    write_batch(batch, on_device, names, sink, png_options, overwrite=overwrite, workers=workers)
+    if isinstance(sink, FsspecSink):
+        return [sink.url(name) for name in names]
+    return [Path(name) for name in names]
+
+
+@checked_keywords
+def encode(
+    x: object,
+    *,
+    layout: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    value_range: tuple[float, float] | None = None,
+    scale: Scale | None = None,
+    bits: int | None = None,
+    grid: bool = False,
+    nrow: int = 8,
+    padding: int = 2,
+    pad_value: float = 0.0,
+    cmap: str | None = None,
+    palette: PaletteSpec | bool | None = None,
+    compression: Compression = "fast",
+    metadata: Mapping[str, str] | bool | None = None,
+    encoder: Encoder = "auto",
+) -> bytes:
+    """Encode one image, or a batch as a grid, to PNG bytes.
+
+    Args:
+        x: as for :func:`save`; a batch needs ``grid=True`` (or holds one image).
+        layout, mean, std, value_range, scale, bits, grid, nrow, padding, pad_value, cmap,
+        palette, compression, metadata, encoder: as for :func:`save`.
+
+    Returns:
+        The bytes of one PNG file.
+    """
+    image_options = parse_image_options(
+        layout=layout, mean=mean, std=std, value_range=value_range, scale=scale, bits=bits, grid=grid,
+        nrow=nrow, padding=padding, pad_value=pad_value, cmap=cmap, palette=palette,
+    )  # fmt: skip
+    png_options = parse_png_options(compression=compression, metadata=metadata, encoder=encoder)
+    batch, on_device = prepare_for(x, image_options, png_options)
+    if batch.layout.batched and not batch.writes_grid and batch.count != 1:
+        raise OptionError(
+            f"encode makes one PNG but got a batch of {batch.count} ({batch.source.description}); "
+            "pass grid=True, or encode x[i] for each image"
+        )
+    _check_range(batch)
+    if on_device:
+        (data,), nans = encode_on_device(batch, png_options)
+        warn_nans(nans, batch.source.description)
+        return data
+    extremes = host_extremes(batch) if png_options.record else None
+    batch = batch.to_host()
+    data, nans = encode_image(batch, 0, png_options, extremes[0] if extremes else None)
+    warn_nans(nans + batch.nan_count, batch.source.description)
+    return data
+
+
+@checked_keywords
+def to_array(
+    x: object,
+    *,
+    layout: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    value_range: tuple[float, float] | None = None,
+    scale: Scale | None = None,
+    bits: int | None = None,
+    grid: bool = False,
+    nrow: int = 8,
+    padding: int = 2,
+    pad_value: float = 0.0,
+    cmap: str | None = None,
+    palette: PaletteSpec | bool | None = None,
+) -> np.ndarray:
+    """Convert ``x`` to PNG samples without encoding them.
+
+    Args:
+        x: as for :func:`save`.
+        layout, mean, std, value_range, scale, bits, grid, nrow, padding, pad_value, cmap,
+        palette: as for :func:`save` (``palette`` checks the labels; they come back as they are).
+
+    Returns:
+        uint8 or uint16 samples: ``H x W`` (gray) or ``H x W x C`` for one image or a grid,
+        ``N x H x W`` or ``N x H x W x C`` for a batch (C = 3 after a colormap).
+    """
+    image_options = parse_image_options(
+        layout=layout, mean=mean, std=std, value_range=value_range, scale=scale, bits=bits, grid=grid,
+        nrow=nrow, padding=padding, pad_value=pad_value, cmap=cmap, palette=palette,
+    )  # fmt: skip
+    batch = prepare(x, image_options)
+    _check_range(batch)
+    batch = batch.to_host()
+    if batch.writes_grid:
+        result, nans, _ = batch.grid_image()
+    else:
+        converted = [batch.image(index) for index in range(batch.count)]
+        result = stacked([image.samples for image in converted])
+        nans = sum(image.nans for image in converted)
+        if not batch.layout.batched:
+            result = result[0]
+    warn_nans(nans + batch.nan_count, batch.source.description)
+    return result[..., 0] if result.shape[-1] == 1 else result
+
+
+def _check_range(batch: Batch) -> None:
+    """Warn when much of a float batch falls outside its value range (see ``_misuse``);
+    a device batch is read once here (``save`` and ``encode`` wait for the device anyway)."""
+    if applies(batch.plan, batch.options.scaling):
+        share = outside_share(batch.plan, batch.images)
+        warn_if_outside(float(share), batch.options.scaling, batch.source.description)
+
+
+def write_batch(
+    batch: Batch,
+    on_device: bool,
+    names: list[str],
+    sink: Sink,
+    png_options: PNGOptions,
+    *,
+    overwrite: bool = True,
+    workers: int | None = None,
+) -> None:
+    """Encode a prepared batch and write it to ``names`` in ``sink`` (see :func:`prepare_for`):
+    convert and filter on this thread, deflate on every core, write from this thread."""
+    if not overwrite:
+        sink.check_absent(names)
+    _check_range(batch)
+    count = len(names)
+    if on_device:
+        files, device_nans = encode_on_device(batch, png_options)
+        run_pipeline(
+            count,
+            files.__getitem__,
+            lambda i, data: data,
+            lambda i, data: sink.write(names[i], data, overwrite),
+            workers,
+        )
+        warn_nans(device_nans, batch.source.description)
+        return
+    extremes = host_extremes(batch) if png_options.record else None
+    batch = batch.to_host()
+
+    def convert_and_filter(index: int) -> tuple[FilteredPNG, int]:  # on the calling thread
+        return filtered_image(batch, index, png_options, extremes[index] if extremes else None)
+
+    def deflate(index: int, filtered: tuple[FilteredPNG, int]) -> tuple[bytes, int]:  # any thread
+        return finish_png(filtered[0]), filtered[1]
+
+    def write(index: int, encoded: tuple[bytes, int]) -> int:  # on the calling thread
+        sink.write(names[index], encoded[0], overwrite)
+        return encoded[1]
+
+    nans = run_pipeline(count, convert_and_filter, deflate, write, workers)
+    warn_nans(sum(nans) + batch.nan_count, batch.source.description)

@@ -1,0 +1,180 @@
+"""Internal: the options of the public functions, parsed once into frozen records.
+
+Public functions spell every option out as a typed keyword-only parameter (so IDEs complete
+them and ``help()`` lists them) and hand them here; everything is validated before any I/O.
+:func:`checked_keywords` turns Python's bare "unexpected keyword argument" into an
+:class:`~tensorpng.UnknownOptionError` that names the public function and the closest option.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from .colormaps import colormap_table
+from .errors import OptionError, UnknownOptionError
+from .grid import check_grid_options
+from .layout import parse_layout
+from .metadata import METADATA_KEY
+from .palettes import PaletteSpec
+from .png import COMPRESSIONS, text_chunk
+from .scaling import ScaleOptions
+
+Compression = Literal["fast", "small", "none"]
+Encoder = Literal["auto", "cpu", "device"]
+Scale = Literal["image", "batch"]
+ENCODERS = ("auto", "cpu", "device")
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def checked_keywords(function: Function) -> Function:
+    """Wrap a public function so that a misspelled keyword raises :class:`UnknownOptionError`
+    naming the function and suggesting the closest parameter. ``help()`` and IDEs still see
+    the wrapped signature (``functools.wraps`` sets ``__wrapped__``)."""
+    signature = inspect.signature(function)
+    parameters = signature.parameters.values()
+    names = frozenset(p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    options = frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return function  # takes any keyword (name fields): it checks them itself
+    positional = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
+    label = function.__qualname__.replace("__init__", "").rstrip(".")
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.keys() <= names:
+            raise unknown_option(f"tensorpng.{label}", kwargs.keys() - names, options)
+        if len(args) > positional:
+            raise UnknownOptionError(
+                f"tensorpng.{label}() takes {positional} positional argument(s) but got {len(args)}; "
+                "pass its options by keyword, e.g. bits=16"
+            )
+        return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def unknown_option(function: str, unknown: Iterable[str], known: Iterable[str]) -> UnknownOptionError:
+    """The error for keywords that ``function`` does not take, with a suggestion."""
+    name = sorted(unknown)[0]
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; its options: {', '.join(sorted(known))}"
+    return UnknownOptionError(f"{function}() got an unknown option {name!r}{hint}")
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is a real bool (``"False"`` is a mistake, not True)."""
+    if not isinstance(value, bool):
+        raise OptionError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_workers(workers: object) -> int | None:
+    """A thread count: an integer >= 1, or None for one per CPU."""
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise OptionError(f"workers must be an integer >= 1 or None, got {workers!r}")
+    return workers
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """Validated conversion options (see :func:`tensorpng.save` for their meaning)."""
+
+    layout: str | None = None
+    scaling: ScaleOptions = field(default_factory=ScaleOptions)
+    grid: bool = False
+    nrow: int = 8
+    padding: int = 2
+    pad_value: float = 0.0
+    cmap: str | None = None
+    palette: PaletteSpec | None = None
+
+
+@dataclass(frozen=True)
+class PNGOptions:
+    """Validated encoding options: ``compression``, text ``metadata``, ``encoder``, and
+    whether the mapping record is written (``metadata=False`` writes no text at all)."""
+
+    compression: Compression = "fast"
+    metadata: Mapping[str, str] | None = None
+    encoder: Encoder = "auto"
+    record: bool = True
+
+
+def parse_image_options(
+    *,
+    layout: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    value_range: tuple[float, float] | None = None,
+    scale: str | None = None,
+    bits: int | None = None,
+    grid: bool = False,
+    nrow: int = 8,
+    padding: int = 2,
+    pad_value: float = 0.0,
+    cmap: str | None = None,
+    palette: PaletteSpec | bool | None = None,
+) -> ImageOptions:
+    """Validate the conversion options (raises :class:`OptionError`)."""
+    check_grid_options(nrow, padding, pad_value)
+    check_bool("grid", grid)
+    if bits is not None and (not isinstance(bits, int) or isinstance(bits, bool)):
+        raise OptionError(f"bits must be 8 or 16 (an int), got {bits!r}")
+    scaling = ScaleOptions.parse(mean=mean, std=std, value_range=value_range, scale=scale, bits=bits)
+    if palette is False:
+        palette = None
+    if cmap is not None:
+        if not isinstance(cmap, str):
+            raise OptionError(f"cmap is a colormap name such as 'viridis', got {cmap!r}")
+        colormap_table(cmap)  # unknown names and a missing package fail here, early
+        cmap = cmap.lower()
+        if scaling.bits == 16:
+            raise OptionError("cmap= writes 8-bit RGB; drop bits=16 (or drop cmap= for 16-bit gray)")
+    if palette is not None:
+        if cmap is not None:
+            raise OptionError("pass either cmap= (for values) or palette= (for integer labels), not both")
+        if scaling.maps_values or scaling.bits == 16:
+            raise OptionError(
+                "palette= writes integer labels as they are: drop mean/std/value_range/scale/bits"
+            )
+    return ImageOptions(
+        parse_layout(layout),
+        scaling,
+        grid,
+        nrow,
+        padding,
+        float(pad_value),
+        cmap,
+        palette,
+    )
+
+
+def parse_png_options(
+    *,
+    compression: str = "fast",
+    metadata: Mapping[str, str] | bool | None = None,
+    encoder: str = "auto",
+) -> PNGOptions:
+    """Validate the encoding options (raises :class:`OptionError`)."""
+    if compression not in COMPRESSIONS:
+        raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    if encoder not in ENCODERS:
+        raise OptionError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+    record = metadata is not False
+    if isinstance(metadata, bool):
+        metadata = None
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise OptionError(f"metadata must be a mapping of str to str, or False, got {metadata!r}")
+        metadata = {str(key): str(value) for key, value in metadata.items()}
+        if METADATA_KEY in metadata:
+            raise OptionError(f"the metadata key {METADATA_KEY!r} is tensorpng's own record; pick another")
+        for key, value in metadata.items():
+            text_chunk(key, value)  # validate keys and values now, before any file is touched
+    return PNGOptions(compression, metadata, encoder, record)  # type: ignore[arg-type]
