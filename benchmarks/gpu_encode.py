@@ -32,8 +32,9 @@ from PIL import Image
 import tensorpng
 from photos import imagenet_batch, photo_crops
 from tensorpng import gpu_encode
-from tensorpng.convert import ImageOptions, prepare
-from tensorpng.files import default_workers
+from tensorpng._options import parse_image_options
+from tensorpng._pipeline import default_workers
+from tensorpng.convert import prepare
 from tensorpng.png import encode_png
 
 PHOTOS_512 = (
@@ -85,7 +86,7 @@ def main() -> None:
     mean = torch.tensor(tensorpng.IMAGENET_MEAN, device=device)[:, None, None]
     std = torch.tensor(tensorpng.IMAGENET_STD, device=device)[:, None, None]
     batch = imagenet_batch(pixels, device)
-    options = ImageOptions.parse(mean=tensorpng.IMAGENET_MEAN, std=tensorpng.IMAGENET_STD)
+    options = parse_image_options(mean=tensorpng.IMAGENET_MEAN, std=tensorpng.IMAGENET_STD)
     raw = pixels.nbytes
     pool = ThreadPoolExecutor(default_workers())
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ._options import ScaleOptions
 from .arrays import torch_module
 from .errors import warn_user
-from .scaling import Plan, ScaleOptions
+from .scaling import Plan
 
 MARGIN = 0.05  # of the range, beyond either end
 SHARE = 0.10  # of the sampled values

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -22,11 +23,11 @@ from .layout import parse_layout
 from .metadata import METADATA_KEY
 from .palettes import PaletteSpec
 from .png import COMPRESSIONS, text_chunk
-from .scaling import ScaleOptions
 
 Compression = Literal["fast", "small", "none"]
 Encoder = Literal["auto", "cpu", "device"]
 Scale = Literal["image", "batch"]
+SCALES: tuple[str, ...] = ("image", "batch")
 ENCODERS = ("auto", "cpu", "device")
 
 Function = TypeVar("Function", bound=Callable[..., Any])
@@ -79,6 +80,68 @@ def check_workers(workers: object) -> int | None:
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise OptionError(f"workers must be an integer >= 1 or None, got {workers!r}")
     return workers
+
+
+def _as_floats(name: str, value: float | Sequence[float] | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if hasattr(value, "tolist"):  # tensors and arrays of mean/std values
+        value = value.tolist()
+    values = (value,) if isinstance(value, (int, float)) else tuple(value)
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise OptionError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
+    if not floats or not all(math.isfinite(v) for v in floats):
+        raise OptionError(f"{name} must hold finite numbers, got {value!r}")
+    return floats
+
+
+@dataclass(frozen=True)
+class ScaleOptions:
+    """The value-mapping options of ``tensorpng.save`` and friends, validated."""
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    value_range: tuple[float, float] | None = None
+    scale: Scale | None = None
+    bits: int | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        value_range: tuple[float, float] | None = None,
+        scale: str | None = None,
+        bits: int | None = None,
+    ) -> ScaleOptions:
+        mean_values = _as_floats("mean", mean)
+        std_values = _as_floats("std", std)
+        if std_values is not None and any(v == 0 for v in std_values):
+            raise OptionError(f"std must not be 0, got {std!r}")
+        range_values = _as_floats("value_range", value_range)
+        if range_values is not None and (len(range_values) != 2 or not range_values[0] < range_values[1]):
+            raise OptionError(f"value_range must be (lo, hi) with lo < hi, got {value_range!r}")
+        if scale is not None and scale not in SCALES:
+            raise OptionError(f"scale must be 'image', 'batch' or None, got {scale!r}")
+        if scale is not None and range_values is not None:
+            raise OptionError("pass either value_range= or scale=, not both")
+        if bits not in (None, 8, 16):
+            raise OptionError(f"bits must be 8 or 16, got {bits!r}")
+        return cls(
+            mean=mean_values,
+            std=std_values,
+            value_range=(range_values[0], range_values[1]) if range_values else None,
+            scale=scale,  # type: ignore[arg-type]
+            bits=bits,
+        )
+
+    @property
+    def maps_values(self) -> bool:
+        """Whether any option asks for the affine map (else integers are written as they are)."""
+        return any(v is not None for v in (self.mean, self.std, self.value_range, self.scale))
 
 
 @dataclass(frozen=True)

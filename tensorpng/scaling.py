@@ -19,85 +19,23 @@ integer types as 8-bit when their values fit 0..255, else 16-bit when they fit 0
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from .arrays import torch_module
 from .errors import OptionError, ValueRangeError
 
-Scale: TypeAlias = Literal["image", "batch"]
-SCALES: tuple[str, ...] = ("image", "batch")
+if TYPE_CHECKING:  # the options are parsed above this module, in _options
+    from ._options import ScaleOptions
+
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _WIDE_INTEGER_KINDS = ("int32", "int64", "uint32", "uint64")
 _FLOAT64_MAX = float(np.finfo(np.float64).max)
-
-
-def _as_floats(name: str, value: float | Sequence[float] | None) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    if hasattr(value, "tolist"):  # tensors and arrays of mean/std values
-        value = value.tolist()
-    values = (value,) if isinstance(value, (int, float)) else tuple(value)
-    try:
-        floats = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise OptionError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
-    if not floats or not all(math.isfinite(v) for v in floats):
-        raise OptionError(f"{name} must hold finite numbers, got {value!r}")
-    return floats
-
-
-@dataclass(frozen=True)
-class ScaleOptions:
-    """The value-mapping options of ``tensorpng.save`` and friends, validated."""
-
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    value_range: tuple[float, float] | None = None
-    scale: Scale | None = None
-    bits: int | None = None
-
-    @classmethod
-    def parse(
-        cls,
-        *,
-        mean: float | Sequence[float] | None = None,
-        std: float | Sequence[float] | None = None,
-        value_range: tuple[float, float] | None = None,
-        scale: str | None = None,
-        bits: int | None = None,
-    ) -> ScaleOptions:
-        mean_values = _as_floats("mean", mean)
-        std_values = _as_floats("std", std)
-        if std_values is not None and any(v == 0 for v in std_values):
-            raise OptionError(f"std must not be 0, got {std!r}")
-        range_values = _as_floats("value_range", value_range)
-        if range_values is not None and (len(range_values) != 2 or not range_values[0] < range_values[1]):
-            raise OptionError(f"value_range must be (lo, hi) with lo < hi, got {value_range!r}")
-        if scale is not None and scale not in SCALES:
-            raise OptionError(f"scale must be 'image', 'batch' or None, got {scale!r}")
-        if scale is not None and range_values is not None:
-            raise OptionError("pass either value_range= or scale=, not both")
-        if bits not in (None, 8, 16):
-            raise OptionError(f"bits must be 8 or 16, got {bits!r}")
-        return cls(
-            mean=mean_values,
-            std=std_values,
-            value_range=(range_values[0], range_values[1]) if range_values else None,
-            scale=scale,  # type: ignore[arg-type]
-            bits=bits,
-        )
-
-    @property
-    def maps_values(self) -> bool:
-        """Whether any option asks for the affine map (else integers are written as they are)."""
-        return any(v is not None for v in (self.mean, self.std, self.value_range, self.scale))
 
 
 def _per_channel(name: str, values: tuple[float, ...] | None, default: float, channels: int) -> np.ndarray:

@@ -19,7 +19,8 @@ import torch
 import tensorpng
 from conftest import decode_imagecodecs, decode_pypng, pngcheck
 from tensorpng import DTypeError, OptionError, ShapeError, ValueRangeError
-from tensorpng.scaling import ScaleOptions, convert_batch_on_device, make_plan
+from tensorpng._options import ScaleOptions
+from tensorpng.scaling import convert_batch_on_device, make_plan
 
 RNG_SEED = 20240611
 
