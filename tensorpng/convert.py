@@ -20,7 +20,7 @@ from .arrays import SourceArray, as_source
 from .colormaps import apply_colormap, apply_colormap_torch
 from .errors import DTypeError, OptionError, ShapeError, ValueRangeError, warn_user
 from .grid import make_grid
-from .layout import Layout, as_nhwc, resolve_layout
+from .layout import Layout, as_nhwc, infer_layout, resolve_layout
 from .palettes import resolve_palette
 from .scaling import ConvertedImage, Plan, convert_batch_on_device, convert_image, make_plan
 
@@ -139,14 +139,21 @@ def prepare(x: object, options: ImageOptions, *, keep_torch: bool = False) -> Ba
             be written, naming the input's type, shape and dtype.
     """
     source = as_source(x, keep_torch=keep_torch)
-    layout = resolve_layout(source.shape, options.layout, source.channels_first, source.description)
+    given = options.layout
+    single = options.palette is not None or options.cmap is not None
+    if given is None and single and len(source.shape) == 3 and source.shape[0] != 1:
+        # label maps and cmap= values have one channel: what reads as CHW is N x H x W
+        if infer_layout(source.shape, source.channels_first, source.description) == "CHW":
+            given = "NHW"
+    layout = resolve_layout(source.shape, given, source.channels_first, source.description)
     images = as_nhwc(source.data, layout)
     channels = int(images.shape[-1])
     if (options.cmap is not None or options.palette is not None) and channels != 1:
         what = "cmap=" if options.cmap is not None else "palette="
         raise ShapeError(
             f"{what} colors single-channel images, but {source.description} has {channels} channels "
-            f"(layout {layout.name}); select one (x[:, :1]) or pass the right layout="
+            f"(layout {layout.name}); select one channel (x[:, 0] for a batch, x[0] for one image) "
+            "or pass the right layout="
         )
     table = None
     if options.palette is not None:
