@@ -10,10 +10,12 @@ from __future__ import annotations
 from ._version import __version__
 from .convert import to_array
 from .errors import (
+    DecodeError,
     DTypeError,
     OptionError,
     PathError,
     QueueFullError,
+    RecordWarning,
     ShapeError,
     TargetExistsError,
     TensorPNGError,
@@ -21,7 +23,7 @@ from .errors import (
     WriteError,
 )
 from .files import encode, save
-from .load import DecodeError, load
+from .load import load, read_text
 from .png import encode_png
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
 from .writer import Writer, WriterStats
@@ -34,6 +36,7 @@ __all__ = [
     "OptionError",
     "PathError",
     "QueueFullError",
+    "RecordWarning",
     "ShapeError",
     "TargetExistsError",
     "TensorPNGError",
@@ -45,6 +48,7 @@ __all__ = [
     "encode",
     "encode_png",
     "load",
+    "read_text",
     "save",
     "to_array",
 ]

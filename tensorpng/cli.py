@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .convert import ImageOptions
-from .errors import OptionError, PathError, TensorPNGError
+from .errors import LoadError, OptionError, PathError, TensorPNGError
 from .files import PNGOptions, format_template, prepare_for, target_paths, template_fields, write_batch
 from .layout import LAYOUTS
-from .loaders import DEFAULT_MAX_VALUES, LoadError, load_file
+from .loaders import DEFAULT_MAX_VALUES, load_file
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
 from .writer import relative_name, sanitize_field
 

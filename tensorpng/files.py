@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import gpu_encode
+from ._png_chunks import text_chunk
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, ImageOptions, prepare, warn_nans
 from .errors import OptionError, PathError, TargetExistsError, WriteError
@@ -36,7 +37,6 @@ from .png import (
     filter_indexed_png,
     filter_png,
     finish_png,
-    text_chunk,
 )
 
 Extremes = tuple[float | None, float | None]
