@@ -24,7 +24,7 @@ from ._png_chunks import Container, inflate_image_data, read_container, read_tex
 from .errors import DecodeError, OptionError, RecordWarning, TensorPNGError
 from .metadata import METADATA_KEY, MappingRecord, RecordError
 
-MAX_IMAGE_PIXELS = 178_956_970  # Pillow's default: 1 GiB of 8-bit RGB, divided by 2 for RGBA/3 ...
+MAX_IMAGE_PIXELS = 178_956_970  # where Pillow raises DecompressionBombError (2x its MAX_IMAGE_PIXELS)
 _TABLE_BLOCK = 1 << 12  # colours per step of the nearest-colour search (4096 x 256 distances)
 
 
@@ -179,7 +179,8 @@ def load(
             (default): a tensor when the file was saved from a torch tensor and torch is
             already imported, else an array.
         max_pixels: the most pixels (width x height) a file may declare, checked before
-            decoding: by default 178,956,970, Pillow's ``MAX_IMAGE_PIXELS``; ``None``: no limit.
+            decoding: by default 178,956,970, where Pillow raises ``DecompressionBombError``
+            (twice its ``MAX_IMAGE_PIXELS``); ``None``: no limit.
 
     Returns:
         With a tensorpng record: the values in the caller's original space (floats: the value
