@@ -160,7 +160,9 @@ def _palette_colors(values: np.ndarray, container: Container) -> np.ndarray:
 
 def _transparent(image: np.ndarray, trns: bytes, channels: int, dtype: np.dtype) -> np.ndarray:
     """Alpha of gray or RGB samples: 0 where a pixel equals tRNS's colour, else the maximum."""
-    key = np.frombuffer(trns, ">u2")[:channels].astype(np.int64)
-    match = np.all(image.astype(np.int64) == key, axis=-1)
+    key = np.frombuffer(trns, ">u2")[:channels].tolist()
+    match = np.ones(image.shape[:2], dtype=bool)
+    for channel, value in enumerate(key):  # one boolean plane at a time, no wide copy
+        match &= image[..., channel] == value
     maximum = np.iinfo(dtype).max
     return np.where(match, 0, maximum).astype(dtype)

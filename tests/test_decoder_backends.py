@@ -39,7 +39,9 @@ def cases() -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for depth in (1, 2, 4):
         values = rng.integers(0, 1 << depth, (6, 16), dtype=np.uint8)
-        packed = np.packbits(np.unpackbits(values[..., None], axis=2)[..., 8 - depth :].reshape(6, -1), axis=1)
+        packed = np.packbits(
+            np.unpackbits(values[..., None], axis=2)[..., 8 - depth :].reshape(6, -1), axis=1
+        )
         out[f"gray{depth}"] = raw_png(packed, 16, 6, depth, 0)
         out[f"gray{depth}-trns"] = raw_png(packed, 16, 6, depth, 0, _chunk(b"tRNS", struct.pack(">H", 1)))
         palette = rng.integers(0, 256, (1 << depth) * 3, dtype=np.uint8).tobytes()
@@ -90,7 +92,10 @@ def test_each_backend_alone_reads_tensorpng_files(
         "bool": rng.random((7, 9)) > 0.5,
     }
     options = {"labels": {"palette": "voc"}, "cmap": {"cmap": "viridis"}}
-    paths = {name: tensorpng.save(x, tmp_path / f"{name}.png", **options.get(name, {}))[0] for name, x in inputs.items()}
+    paths = {
+        name: tensorpng.save(x, tmp_path / f"{name}.png", **options.get(name, {}))[0]
+        for name, x in inputs.items()
+    }
     reference = {name: tensorpng.load(path) for name, path in paths.items()}
     monkeypatch.setenv("TENSORPNG_DECODER", backend)
     for name, path in paths.items():
@@ -117,7 +122,9 @@ def test_a_missing_decoder_is_skipped_with_its_install_hint(
     monkeypatch.setitem(sys.modules, "imagecodecs", None)  # import imagecodecs raises ImportError
     np.testing.assert_array_equal(tensorpng.load(path), image)  # OpenCV reads it
     monkeypatch.setenv("TENSORPNG_DECODER", "imagecodecs")
-    with pytest.raises(tensorpng.DecodeError, match=r"imagecodecs is not installed \(pip install imagecodecs\)"):
+    with pytest.raises(
+        tensorpng.DecodeError, match=r"imagecodecs is not installed \(pip install imagecodecs\)"
+    ):
         tensorpng.load(path)
 
 

@@ -31,7 +31,11 @@ def workflow_json(size: int) -> str:
 
 def text_tags(data: bytes) -> dict[str, bytes]:
     """Key -> chunk type of each text chunk."""
-    return {body.split(b"\x00", 1)[0].decode("latin-1"): tag for tag, body in parse_chunks(data) if tag in (b"tEXt", b"zTXt", b"iTXt")}
+    return {
+        body.split(b"\x00", 1)[0].decode("latin-1"): tag
+        for tag, body in parse_chunks(data)
+        if tag in (b"tEXt", b"zTXt", b"iTXt")
+    }
 
 
 @pytest.mark.parametrize("encoder", ["cpu", "device"])
@@ -97,7 +101,11 @@ def test_read_text_reads_other_writers_and_refuses_non_pngs(tmp_path: Path) -> N
     info.add_text("zipped", "z" * 5000, zip=True)
     info.add_itxt("intl", "Grüße 世界", lang="de", tkey="Gruss", zip=True)
     Image.fromarray(IMAGE).save(tmp_path / "p.png", pnginfo=info)
-    assert tensorpng.read_text(tmp_path / "p.png") == {"plain": "value", "zipped": "z" * 5000, "intl": "Grüße 世界"}
+    assert tensorpng.read_text(tmp_path / "p.png") == {
+        "plain": "value",
+        "zipped": "z" * 5000,
+        "intl": "Grüße 世界",
+    }
     with pytest.raises(tensorpng.DecodeError, match="not a PNG"):
         tensorpng.read_text(b"GIF89a")
 
