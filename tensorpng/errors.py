@@ -56,3 +56,11 @@ class LoadError(TensorPNGError, ValueError):
 class RecordWarning(UserWarning):
     """A PNG's ``tensorpng`` record was malformed or did not match the image: it was ignored
     and :func:`tensorpng.load` returned the raw samples."""
+
+
+class ReadError(TensorPNGError, OSError):
+    """Reading an input file failed (permission denied, a folder, an I/O error)."""
+
+
+class MissingFileError(ReadError, FileNotFoundError):
+    """An input file does not exist."""

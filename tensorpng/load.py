@@ -21,7 +21,14 @@ import numpy as np
 
 from ._decoders import decode
 from ._png_chunks import Container, inflate_image_data, read_container, read_texts
-from .errors import DecodeError, OptionError, RecordWarning, TensorPNGError
+from .errors import (
+    DecodeError,
+    MissingFileError,
+    OptionError,
+    ReadError,
+    RecordWarning,
+    TensorPNGError,
+)
 from .metadata import METADATA_KEY, MappingRecord, RecordError
 
 MAX_IMAGE_PIXELS = 178_956_970  # where Pillow raises DecompressionBombError (2x its MAX_IMAGE_PIXELS)
@@ -42,6 +49,7 @@ def read_text(source: str | os.PathLike[str] | bytes) -> dict[str, str]:
     Raises:
         DecodeError: not a PNG, a corrupt chunk (bad CRC, cut file), a damaged text chunk,
             or text past the limits.
+        MissingFileError, ReadError: as for :func:`load`.
     """
     data = source if isinstance(source, bytes) else _read(source)
     return read_texts(read_container(data).texts)
@@ -50,10 +58,10 @@ def read_text(source: str | os.PathLike[str] | bytes) -> dict[str, str]:
 def _read(path: str | os.PathLike[str]) -> bytes:
     try:
         return Path(path).read_bytes()
-    except OSError as error:
-        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise
-        raise DecodeError(f"cannot read {path}: {error}") from error
+    except FileNotFoundError as error:
+        raise MissingFileError(error.errno, f"no file {path}", str(path)) from None
+    except (OSError, TypeError, ValueError) as error:  # TypeError/ValueError: not a path
+        raise ReadError(f"cannot read {path!r}: {error}") from error
 
 
 def _table_positions(image: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -200,7 +208,8 @@ def load(
     Raises:
         DecodeError: not a PNG, corrupt (bad CRC, cut, image data of the wrong size), more
             pixels than ``max_pixels``, or no installed decoder reads it.
-        FileNotFoundError: no file at ``path``.
+        MissingFileError: no file at ``path`` (also a ``FileNotFoundError``).
+        ReadError: the file cannot be read (also an ``OSError``).
     """
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)):
         raise OptionError(f"max_pixels must be an int or None, got {max_pixels!r}")

@@ -153,9 +153,12 @@ def test_undoing_a_colormap_is_vectorized(tmp_path: Path) -> None:
         assert values[row, col] == pytest.approx(nearest / 255, abs=1e-6)
 
 
-def test_load_reads_a_file_once_and_reports_missing_files(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+def test_every_error_of_load_is_a_tensorpng_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as missing:
         tensorpng.load(tmp_path / "missing.png")
+    assert isinstance(missing.value, tensorpng.TensorPNGError)
+    with pytest.raises(tensorpng.ReadError):
+        tensorpng.load(tmp_path)  # a folder
     with pytest.raises(tensorpng.DecodeError):
         tensorpng.load(Path(__file__))
 
