@@ -20,13 +20,19 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import DecodeError, OptionError
 
 crc32: Callable[[bytes | memoryview, int], int]
-try:  # ISA-L's CRC-32 is ~20x zlib's; the results are identical.
+_inflaters: list[Callable[[], Any]] = [zlib.decompressobj]
+_INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error,)
+try:  # ISA-L's CRC-32 is ~20x zlib's and its inflate ~2x; the results are identical.
+    from isal import isal_zlib
     from isal.isal_zlib import crc32
+
+    _inflaters.insert(0, isal_zlib.decompressobj)
+    _INFLATE_ERRORS += (isal_zlib.error,)  # type: ignore[operator]
 except ImportError:  # pragma: no cover - exercised by a subprocess test with isal hidden
     crc32 = zlib.crc32
 
@@ -351,7 +357,7 @@ def inflate_image_data(container: Container) -> None:
     header = container.header
     expected = header.raw_size()
     rows = _row_starts(header)
-    inflater = zlib.decompressobj()
+    inflater = _inflaters[0]()  # the image data is the bulk: ISA-L's inflate when installed
     produced = 0
     try:
         for piece in container.idat:
@@ -373,7 +379,7 @@ def inflate_image_data(container: Container) -> None:
                 break
             _check_filters(out, produced, rows)
             produced += len(out)
-    except zlib.error as error:
+    except _INFLATE_ERRORS as error:
         raise DecodeError(f"the PNG's image data is not a valid zlib stream ({error})") from None
     if not inflater.eof or produced != expected:
         raise DecodeError(
