@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import gpu_encode
-from ._png_chunks import text_chunk
+from ._png_text import text_chunk
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, ImageOptions, prepare, warn_nans
 from .errors import OptionError, PathError, TargetExistsError, WriteError

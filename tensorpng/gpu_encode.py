@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ._png_chunks import MAX_DIMENSION, SIGNATURE, ihdr, png_bytes, text_chunks
+from ._png_chunks import MAX_DIMENSION, SIGNATURE, ihdr, png_bytes
+from ._png_text import text_chunks
 from .arrays import torch_module
 from .errors import DTypeError, OptionError, ShapeError
 from .png import COLOR_TYPES

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from ._decoders import decode
-from ._png_chunks import Container, inflate_image_data, read_container, read_texts
+from ._png_chunks import Container, inflate_image_data, read_container
+from ._png_text import read_texts
 from .errors import (
     DecodeError,
     MissingFileError,

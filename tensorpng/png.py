@@ -26,8 +26,8 @@ from ._png_chunks import (
     ihdr,
     plte,
     png_bytes,
-    text_chunks,
 )
+from ._png_text import text_chunks
 from .errors import DTypeError, OptionError, ShapeError, ValueRangeError
 
 _igzip_lib: ModuleType | None

@@ -121,7 +121,8 @@ def test_a_record_past_the_text_limit_is_ignored(tmp_path: Path) -> None:
 
 
 def test_total_text_is_limited() -> None:
-    from tensorpng._png_chunks import Chunk, read_texts
+    from tensorpng._png_chunks import Chunk
+    from tensorpng._png_text import read_texts
 
     pieces = [chunk(b"zTXt", f"k{i}".encode() + b"\x00\x00" + zeros_stream(1 << 20)) for i in range(3)]
     chunks = [Chunk(b"zTXt", memoryview(piece)[8:-4], 0) for piece in pieces]

@@ -20,9 +20,8 @@ from tensorpng._png_chunks import (
     iter_chunks,
     png_bytes,
     read_container,
-    read_texts,
-    text_chunk,
 )
+from tensorpng._png_text import read_texts, text_chunk
 
 
 def small_png(extra: bytes = b"", split: int | None = None) -> bytes:
