@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 MEMORY_LIMIT = 3 << 30  # bytes of address space for the fuzzing process
-EXAMPLES = int(os.environ.get("TENSORPNG_FUZZ_EXAMPLES", "400"))
+EXAMPLES = int(os.environ.get("TENSORPNG_FUZZ_EXAMPLES", "1000"))
 SECONDS_PER_LOAD = 3.0
 SUITE = Path(__file__).parent / "data" / "pngsuite"
 
