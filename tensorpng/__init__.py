@@ -11,10 +11,15 @@ from ._admission import WriterStats
 from ._api import encode, save, to_array
 from ._version import __version__
 from .errors import (
+    DecodeError,
     DTypeError,
+    LoadError,
+    MissingFileError,
     OptionError,
     PathError,
     QueueFullError,
+    ReadError,
+    RecordWarning,
     ShapeError,
     TargetExistsError,
     TensorPNGError,
@@ -22,7 +27,7 @@ from .errors import (
     ValueRangeError,
     WriteError,
 )
-from .load import DecodeError, load
+from .load import load, read_text
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
 from .writer import Writer
 
@@ -31,9 +36,13 @@ __all__ = [
     "IMAGENET_STD",
     "DTypeError",
     "DecodeError",
+    "LoadError",
+    "MissingFileError",
+    "ReadError",
     "OptionError",
     "PathError",
     "QueueFullError",
+    "RecordWarning",
     "ShapeError",
     "TargetExistsError",
     "TensorPNGError",
@@ -45,6 +54,7 @@ __all__ = [
     "__version__",
     "encode",
     "load",
+    "read_text",
     "save",
     "to_array",
 ]

@@ -16,13 +16,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from ._png_text import text_chunk
 from .colormaps import colormap_table
 from .errors import OptionError, UnknownOptionError
 from .grid import check_grid_options
 from .layout import parse_layout
 from .metadata import METADATA_KEY
 from .palettes import PaletteSpec
-from .png import COMPRESSIONS, text_chunk
+from .png import COMPRESSIONS
 
 Compression = Literal["fast", "small", "none"]
 Encoder = Literal["auto", "cpu", "device"]

@@ -21,9 +21,9 @@ from ._api import write_batch
 from ._encode import prepare_for
 from ._names import parse_template, relative_name, sanitize_field
 from ._options import check_workers, parse_image_options, parse_png_options
-from .errors import OptionError, PathError, TensorPNGError
+from .errors import LoadError, OptionError, PathError, TensorPNGError
 from .layout import LAYOUTS
-from .loaders import DEFAULT_MAX_VALUES, LoadError, load_file
+from .loaders import DEFAULT_MAX_VALUES, load_file
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
 from .sinks import LocalSink
 

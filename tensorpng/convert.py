@@ -141,10 +141,15 @@ def prepare(x: object, options: ImageOptions, *, keep_torch: bool = False) -> Ba
     source = as_source(x, keep_torch=keep_torch)
     given = options.layout
     single = options.palette is not None or options.cmap is not None
-    if given is None and single and len(source.shape) == 3 and source.shape[0] != 1:
-        # label maps and cmap= values have one channel: what reads as CHW is N x H x W
-        if infer_layout(source.shape, source.channels_first, source.description) == "CHW":
-            given = "NHW"
+    # label maps and cmap= values have one channel: what reads as CHW is N x H x W
+    if (
+        given is None
+        and single
+        and len(source.shape) == 3
+        and source.shape[0] != 1
+        and infer_layout(source.shape, source.channels_first, source.description) == "CHW"
+    ):
+        given = "NHW"
     layout = resolve_layout(source.shape, given, source.channels_first, source.description)
     images = as_nhwc(source.data, layout)
     channels = int(images.shape[-1])

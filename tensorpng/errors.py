@@ -53,6 +53,28 @@ class QueueFullError(TensorPNGError, RuntimeError):
     """A :class:`~tensorpng.Writer` with ``on_full="error"`` had no room for more work."""
 
 
+class DecodeError(TensorPNGError, ValueError):
+    """A file is not a PNG that tensorpng reads: not a PNG, corrupt, past a size limit, or
+    no installed decoder reads it."""
+
+
+class LoadError(TensorPNGError, ValueError):
+    """A tensor file could not be loaded (unsupported, corrupt, unsafe or too large)."""
+
+
+class RecordWarning(UserWarning):
+    """A PNG's ``tensorpng`` record was malformed or did not match the image: it was ignored
+    and :func:`tensorpng.load` returned the raw samples."""
+
+
+class ReadError(TensorPNGError, OSError):
+    """Reading an input file failed (permission denied, a folder, an I/O error)."""
+
+
+class MissingFileError(ReadError, FileNotFoundError):
+    """An input file does not exist."""
+
+
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 

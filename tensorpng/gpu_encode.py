@@ -18,7 +18,7 @@ on CPU tensors in tests. For a batch ``N x H x W x C`` of uint8/uint16 samples:
 5. Adler-32 of the scanlines, by weighted sums modulo 65521.
 
 Only the packed bytes (their lengths first) and the Adler-32 values are copied to the host,
-where the zlib header and the PNG chunks and CRC-32 are added (:mod:`tensorpng.png`).
+where the zlib header and the PNG chunks and CRC-32 are added (:mod:`tensorpng._png_chunks`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from ._png_chunks import MAX_DIMENSION, SIGNATURE, ihdr, png_bytes
+from ._png_text import text_chunks
 from .arrays import torch_module
-from .errors import DTypeError, ShapeError
-from .png import COLOR_TYPES, MAX_DIMENSION, PNG_SIGNATURE, chunk, text_chunk
+from .errors import DTypeError, OptionError, ShapeError
+from .png import COLOR_TYPES
 
 LITERALS = 256
 END_OF_BLOCK = 256
@@ -381,18 +383,17 @@ def encode_batch(
     payload = np.concatenate(payload_parts)
     adler_host = np.concatenate(adler_parts)
     bit_depth = 8 * samples.element_size()
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, COLOR_TYPES[channels], 0, 0, 0))
+    header = SIGNATURE + ihdr(width, height, bit_depth, COLOR_TYPES[channels])
     per_file = list(text) if isinstance(text, Sequence) else [text] * count
     if len(per_file) != count:
-        raise ValueError(f"got {len(per_file)} text mappings for {count} images")
+        raise OptionError(f"got {len(per_file)} text mappings for {count} images")
     results = []
     start = 0
     for index, size in enumerate(counts.tolist()):
         deflated = payload[start : start + size]
         start += size
         idat = b"".join((ZLIB_HEADER, deflated.tobytes(), struct.pack(">I", int(adler_host[index]))))
-        texts = b"".join(text_chunk(key, value) for key, value in (per_file[index] or {}).items())
-        results.append(b"".join((PNG_SIGNATURE, header, texts, chunk(b"IDAT", idat), chunk(b"IEND"))))
+        results.append(png_bytes((header, text_chunks(per_file[index])), idat))
     return results
 
 

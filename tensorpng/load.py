@@ -1,164 +1,68 @@
-"""Reading PNGs back: ``load`` decodes with a maintained decoder and undoes our value mapping.
+"""Reading PNGs back: ``load`` checks the file, decodes it and undoes tensorpng's value mapping.
 
-Decoders are optional backends tried in order, each imported only when needed (as
-imageio's v3 plugins are): ``imagecodecs``, OpenCV (``cv2``), Pillow (not for 16-bit color,
-which it reads as 8-bit). The mapping record (see :mod:`tensorpng.metadata`) is read from
-the file's ``tEXt``/``iTXt`` chunks by the small chunk reader here.
+Every file is treated as untrusted. Before any pixel is decoded, :mod:`tensorpng._png_chunks`
+checks its chunks (bounds, every CRC, IHDR, PLTE/tRNS placement), the declared size against
+``max_pixels``, and that the image data inflates to exactly the bytes IHDR implies (a
+streaming inflate that never holds more than 64 KiB). Only then does a maintained decoder
+(:mod:`tensorpng._decoders`) run, and its result has one form whichever decoder it was.
+Only the ``tensorpng`` text chunk is inflated, within size limits; the record it holds is
+checked by :meth:`tensorpng.metadata.MappingRecord.from_json` and against IHDR.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import struct
 import sys
 import warnings
-import zlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import OptionError, TensorPNGError
-from .metadata import METADATA_KEY
-from .png import PNG_SIGNATURE
-
-
-class DecodeError(TensorPNGError, ValueError):
-    """A file is not a PNG that the installed decoders can read."""
-
-
-def iter_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """``(type, data)`` of each chunk of a PNG file (CRCs are left to the decoders)."""
-    if not data.startswith(PNG_SIGNATURE):
-        raise DecodeError("not a PNG file (the signature is missing)")
-    offset = len(PNG_SIGNATURE)
-    while offset + 8 <= len(data):
-        (length,) = struct.unpack_from(">I", data, offset)
-        kind = data[offset + 4 : offset + 8]
-        yield kind, data[offset + 8 : offset + 8 + length]
-        offset += 12 + length
-        if kind == b"IEND":
-            return
-
-
-def _crc_ok(data: bytes, offset: int, kind: bytes, body: bytes) -> bool:
-    """Whether the CRC stored after the chunk at ``offset`` matches its type and data."""
-    end = offset + 8 + len(body)
-    stored = data[end : end + 4]
-    return len(stored) == 4 and struct.unpack(">I", stored)[0] == zlib.crc32(kind + body)
-
-
-def read_text(data: bytes) -> dict[str, str]:
-    """The ``tEXt``, ``iTXt`` (and ``zTXt``) entries of a PNG file.
-
-    Entries whose CRC does not match (or that do not decompress) are skipped, as PNG decoders
-    skip damaged ancillary chunks, except tensorpng's own record: a damaged record raises
-    :class:`DecodeError` rather than being read wrong or silently dropped.
-    """
-    texts: dict[str, str] = {}
-    offset = len(PNG_SIGNATURE)
-    for kind, body in iter_chunks(data):
-        start, offset = offset, offset + 12 + len(body)
-        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
-            continue
-        key_bytes, _, rest = body.partition(b"\x00")
-        key = key_bytes.decode("latin-1")
-        try:
-            if not _crc_ok(data, start, kind, body):
-                raise ValueError("its CRC does not match")
-            if kind == b"tEXt":
-                value = rest.decode("latin-1")
-            elif kind == b"zTXt":
-                value = zlib.decompress(rest[1:]).decode("latin-1")
-            else:
-                compressed, rest = rest[0], rest[2:]
-                _, _, rest = rest.partition(b"\x00")  # language tag
-                _, _, text = rest.partition(b"\x00")  # translated keyword
-                value = (zlib.decompress(text) if compressed else text).decode("utf-8")
-        except (ValueError, IndexError, zlib.error) as error:
-            if key == METADATA_KEY:
-                raise DecodeError(f"the file's {METADATA_KEY!r} record is damaged ({error})") from None
-            continue
-        texts[key] = value
-    return texts
-
-
-def _header(data: bytes) -> tuple[int, int]:
-    """Bit depth and colour type from IHDR."""
-    for kind, body in iter_chunks(data):
-        if kind == b"IHDR":
-            if len(body) != 13:
-                raise DecodeError(
-                    f"the PNG's IHDR chunk is {len(body)} bytes, not 13: the file is cut or corrupt"
-                )
-            return body[8], body[9]
-    raise DecodeError("the PNG has no IHDR chunk")
-
-
-def _imagecodecs(data: bytes, depth: int, color: int) -> np.ndarray:
-    import imagecodecs
-
-    return np.asarray(imagecodecs.png_decode(data))
-
-
-def _opencv(data: bytes, depth: int, color: int) -> np.ndarray:
-    import cv2
-
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DecodeError("OpenCV could not decode the file")
-    if image.ndim == 3 and color == 4:  # gray+alpha comes back as BGRA
-        return np.ascontiguousarray(image[..., [0, 3]])
-    if image.ndim == 3 and image.shape[2] == 3:
-        return np.ascontiguousarray(image[..., ::-1])
-    if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[..., [2, 1, 0, 3]])
-    return image
-
-
-def _pillow(data: bytes, depth: int, color: int) -> np.ndarray:
-    if depth == 16 and color != 0:
-        raise DecodeError("Pillow reads 16-bit color PNGs as 8-bit, so it does not read them")
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        if color == 3:
-            return np.asarray(image.convert("RGBA" if "transparency" in image.info else "RGB"))
-        return np.asarray(image)
-
-
-DECODERS: tuple[tuple[str, Callable[[bytes, int, int], np.ndarray], str], ...] = (
-    ("imagecodecs", _imagecodecs, "pip install imagecodecs"),
-    ("cv2", _opencv, "pip install opencv-python-headless"),
-    ("PIL", _pillow, "pip install pillow"),
+from ._decoders import decode
+from ._png_chunks import Container, inflate_image_data, read_container
+from ._png_text import read_texts
+from .errors import (
+    DecodeError,
+    MissingFileError,
+    OptionError,
+    ReadError,
+    RecordWarning,
+    TensorPNGError,
 )
+from .metadata import METADATA_KEY, MappingRecord, RecordError
+
+MAX_IMAGE_PIXELS = 178_956_970  # where Pillow raises DecompressionBombError (2x its MAX_IMAGE_PIXELS)
+_TABLE_BLOCK = 1 << 12  # colours per step of the nearest-colour search (4096 x 256 distances)
 
 
-# Every decoder's install command, kept apart from DECODERS so that an error can name the
-# decoders that would read a file even when only some are tried.
-INSTALL_HINTS: dict[str, str] = {module: hint for module, _, hint in DECODERS}
+def read_text(source: str | os.PathLike[str] | bytes) -> dict[str, str]:
+    """Every text entry of a PNG: ``tEXt``, ``zTXt`` and ``iTXt``, as key -> value.
+
+    Args:
+        source: a path, or the bytes of a PNG file.
+
+    Returns:
+        The keys and values in file order (a later chunk with the same key wins). Compressed
+        text is inflated with limits: 1 MiB per value and 64 MiB in all (as Pillow's
+        ``MAX_TEXT_CHUNK`` and ``MAX_TEXT_MEMORY``).
+
+    Raises:
+        DecodeError: not a PNG, a corrupt chunk (bad CRC, cut file), a damaged text chunk,
+            or text past the limits.
+        MissingFileError, ReadError: as for :func:`load`.
+    """
+    data = source if isinstance(source, bytes) else _read(source)
+    return read_texts(read_container(data).texts)
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Decode PNG bytes to ``H x W`` or ``H x W x C`` uint8/uint16 (palette images as RGB)."""
-    depth, color = _header(data)
-    failures, refused = [], set()
-    for module, function, hint in DECODERS:
-        try:
-            return function(data, depth, color)
-        except ImportError:
-            failures.append(f"{module} is not installed ({hint})")
-        except DecodeError as error:
-            failures.append(f"{module}: {error}")
-            refused.add(module)
-        except Exception as error:  # a decoder's own error: a corrupt file
-            raise DecodeError(f"cannot decode the PNG ({module}: {error})") from error
-    others = [hint for module, hint in INSTALL_HINTS.items() if module not in refused]
-    advice = f"; install a decoder that reads it: {' or '.join(others)}" if others else ""
-    raise DecodeError("no PNG decoder could read the file: " + "; ".join(failures) + advice)
+def _read(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as error:
+        raise MissingFileError(error.errno, f"no file {path}", str(path)) from None
+    except (OSError, TypeError, ValueError) as error:  # TypeError/ValueError: not a path
+        raise ReadError(f"cannot read {path!r}: {error}") from error
 
 
 def _table_positions(image: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -166,7 +70,8 @@ def _table_positions(image: np.ndarray, table: np.ndarray) -> np.ndarray:
 
     A color the table holds more than once (colormaps whose neighbouring entries round to
     the same bytes) maps to the mean of its positions, the middle of the values it stands
-    for; a color it lacks (an edited file) to its nearest table color's.
+    for; a color it lacks (an edited file) to its nearest table color's, found for all such
+    colors at once, in blocks (time and memory linear in the pixels).
     """
     rgb = image[..., :3].reshape(-1, 3).astype(np.int64)
     keys = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
@@ -177,54 +82,26 @@ def _table_positions(image: np.ndarray, table: np.ndarray) -> np.ndarray:
     unique, inverse = np.unique(keys, return_inverse=True)
     slots = np.minimum(np.searchsorted(colors, unique), len(colors) - 1)
     found = middle[slots]
-    for missing in np.flatnonzero(colors[slots] != unique).tolist():
-        pixel = np.array([(unique[missing] >> shift) & 255 for shift in (16, 8, 0)])
-        nearest = int(np.argmin(((table64 - pixel) ** 2).sum(axis=1)))
-        found[missing] = middle[which[nearest]]
+    missing = np.flatnonzero(colors[slots] != unique)
+    for start in range(0, len(missing), _TABLE_BLOCK):
+        block = missing[start : start + _TABLE_BLOCK]
+        pixels = np.stack([(unique[block] >> shift) & 255 for shift in (16, 8, 0)], axis=1)
+        distances = sum((pixels[:, None, c] - table64[None, :, c]) ** 2 for c in range(3))
+        found[block] = middle[which[np.argmin(distances, axis=1)]]
     return found[inverse.reshape(-1)].reshape(image.shape[:2])
 
 
-def _with_index_palette(data: bytes) -> bytes:
-    """``data`` with its PLTE colors replaced by ``(i, 0, 0)``: decoded, red is the index.
-
-    Decoders expand palette images to RGB, and a palette may repeat a color; this reads the
-    stored indices themselves through the same decoders.
-    """
-    offset = len(PNG_SIGNATURE)
-    for kind, body in iter_chunks(data):
-        if kind == b"PLTE":
-            count = len(body) // 3
-            colors = np.zeros((count, 3), dtype=np.uint8)
-            colors[:, 0] = np.arange(count)
-            fresh = colors.tobytes()
-            replacement = struct.pack(">I", len(fresh)) + kind + fresh
-            replacement += struct.pack(">I", zlib.crc32(kind + fresh))
-            return data[:offset] + replacement + data[offset + 12 + len(body) :]
-        offset += 12 + len(body)
-    raise DecodeError("the record says palette but the file has no PLTE chunk")
-
-
-def read_palette(data: bytes) -> np.ndarray | None:
-    """The ``P x 3`` uint8 colors of a file's PLTE chunk, if it has one."""
-    for kind, body in iter_chunks(data):
-        if kind == b"PLTE":
-            return np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
-    return None
-
-
-def _undo_mapping(samples: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
+def _undo_mapping(samples: np.ndarray, entry: MappingRecord) -> np.ndarray:
     """Values in the caller's original space from decoded samples and their record."""
-    mapping = entry.get("mapping")
-    bits = int(entry.get("bits") or 8)
-    maximum = float((1 << bits) - 1)
-    dtype = str(entry.get("dtype", "float32"))
-    if mapping == "palette":  # ``samples`` are the indices (see _with_index_palette)
-        labels = samples[..., 0] if samples.ndim == 3 else samples
-        return labels.astype(_numpy_dtype(dtype, fallback="int64"))
+    mapping = entry.mapping
+    maximum = float((1 << entry.bits) - 1)
+    dtype = entry.dtype
+    if mapping == "palette":  # ``samples`` are the indices
+        return samples.astype(_numpy_dtype(dtype, fallback="int64"))
     if mapping == "colormap":
         from .colormaps import colormap_table
 
-        samples = _table_positions(samples, colormap_table(str(entry["cmap"])))
+        samples = _table_positions(samples, colormap_table(str(entry.cmap)))
         maximum = 255.0
         mapping = "affine"
     if mapping == "copy":
@@ -235,11 +112,9 @@ def _undo_mapping(samples: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
         return ((samples.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if mapping == "narrow":
         return samples.astype(np.uint16) * np.uint16(257)
-    if mapping != "affine":
-        raise DecodeError(f"unknown mapping {mapping!r} in the tensorpng record")
     values = samples.astype(np.float64) / maximum
-    value_range = entry.get("value_range")
-    if entry.get("per_image_range"):
+    value_range = entry.value_range
+    if entry.per_image_range:
         warnings.warn(
             "this grid was scaled per image; load returns its samples in [0, 1]", RuntimeWarning, stacklevel=3
         )
@@ -247,78 +122,115 @@ def _undo_mapping(samples: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
         low, high = float(value_range[0]), float(value_range[1])
         values = low + values * (high - low)
         channels = 1 if values.ndim == 2 else values.shape[2]
-        mean = np.broadcast_to(np.asarray(entry.get("mean") or [0.0], dtype=np.float64), (channels,))
-        std = np.broadcast_to(np.asarray(entry.get("std") or [1.0], dtype=np.float64), (channels,))
+        mean = _per_channel(entry.mean or (0.0,), channels, "mean")
+        std = _per_channel(entry.std or (1.0,), channels, "std")
         values = (values - mean) / std if values.ndim == 3 else (values - mean[0]) / std[0]
     return values.astype(_numpy_dtype(dtype, fallback="float32") if dtype.startswith("float") else np.float32)
 
 
-def _record(texts: dict[str, str]) -> dict[str, Any] | None:
-    """The file's mapping record, if it has one (DecodeError when it is not a JSON object)."""
-    if METADATA_KEY not in texts:
-        return None
-    try:
-        entry = json.loads(texts[METADATA_KEY])
-    except ValueError as error:
-        raise DecodeError(f"the file's {METADATA_KEY!r} record is not valid JSON ({error})") from None
-    if not isinstance(entry, dict):
-        raise DecodeError(f"the file's {METADATA_KEY!r} record is not a JSON object: {entry!r:.80}")
-    return entry
+def _per_channel(values: tuple[float, ...], channels: int, name: str) -> np.ndarray:
+    if len(values) not in (1, channels):
+        raise RecordError(f"its {name} has {len(values)} values for {channels} channels")
+    return np.broadcast_to(np.asarray(values, dtype=np.float64), (channels,))
 
 
 def _numpy_dtype(name: str, fallback: str) -> np.dtype[Any]:
     try:
         return np.dtype(name)
-    except TypeError:  # bfloat16 and other dtypes NumPy lacks
+    except TypeError:  # bfloat16 and other dtypes NumPy lacks (names from an allow-list)
         return np.dtype(fallback)
 
 
-def load(path: str | os.PathLike[str], *, as_tensor: bool | None = None) -> Any:
+def _record(container: Container, path: object) -> MappingRecord | None:
+    """The file's mapping record if it has one that fits the file; a bad one is ignored
+    with a :class:`RecordWarning`."""
+    try:
+        texts = read_texts(container.texts, (METADATA_KEY,))
+    except DecodeError as error:
+        _ignored(path, str(error))
+        return None
+    if METADATA_KEY not in texts:
+        return None
+    try:
+        entry = MappingRecord.from_json(texts[METADATA_KEY])
+        header = container.header
+        entry.check(header.width, header.height, header.bit_depth, header.color_type)
+    except RecordError as error:
+        _ignored(path, str(error))
+        return None
+    return entry
+
+
+def _ignored(path: object, reason: str) -> None:
+    warnings.warn(
+        f"the {METADATA_KEY!r} record of {path} is ignored ({reason}); load returns the raw samples",
+        RecordWarning,
+        stacklevel=4,
+    )
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    as_tensor: bool | None = None,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+) -> Any:
     """Read a PNG, undoing tensorpng's value mapping when the file records it.
+
+    The file is untrusted: it is checked before anything is decoded (every chunk's CRC,
+    IHDR, the declared size against ``max_pixels``, and that its image data inflates to
+    exactly the size IHDR implies), and every step takes time and memory bounded by the
+    declared image size. The result does not depend on which decoder is installed.
 
     Args:
         path: a PNG file written by tensorpng or anything else.
         as_tensor: ``True``: a ``torch.Tensor``; ``False``: a ``numpy.ndarray``; ``None``
             (default): a tensor when the file was saved from a torch tensor and torch is
             already imported, else an array.
+        max_pixels: the most pixels (width x height) a file may declare, checked before
+            decoding: by default 178,956,970, where Pillow raises ``DecompressionBombError``
+            (twice its ``MAX_IMAGE_PIXELS``); ``None``: no limit.
 
     Returns:
         With a tensorpng record: the values in the caller's original space (floats: the value
         range, mean and std undone; integers, bools and labels: their dtype) in the layout
         of one image of the input (``C x H x W``, ``H x W x C`` or ``H x W``). Without one:
-        the uint8/uint16 samples, ``H x W [x C]`` as an array, ``C x H x W`` as a tensor.
+        the uint8/uint16 samples, ``H x W [x C]`` as an array, ``C x H x W`` as a tensor,
+        in imagecodecs' forms: depths below 8 bits scaled to 0..255 uint8, palettes as RGB
+        (RGBA with tRNS), tRNS on gray or RGB as an alpha channel.
         16-bit files of floats in [0, 1] come back within 1/65535, 8-bit within 1/255.
 
+        A record that tensorpng would not write (an unknown dtype, layout or mapping, a shape
+        out of bounds, JSON too large or too deep) or that does not match the file's IHDR
+        (bit depth, size, channels; e.g. a 16-bit file re-encoded at 8 bits with its text
+        kept) is ignored with a :class:`~tensorpng.errors.RecordWarning`, and the raw
+        samples are returned: the pixels are sound, only their interpretation is lost.
+
     Raises:
-        DecodeError: not a PNG, or no installed decoder can read it.
+        DecodeError: not a PNG, corrupt (bad CRC, cut, image data of the wrong size), more
+            pixels than ``max_pixels``, or no installed decoder reads it.
+        MissingFileError: no file at ``path`` (also a ``FileNotFoundError``).
+        ReadError: the file cannot be read (also an ``OSError``).
     """
-    data = Path(path).read_bytes()
-    entry = _record(read_text(data))
-    if entry is not None and entry.get("mapping") == "palette":
-        data = _with_index_palette(data)
-    samples = decode(data)
-    torch_wanted = as_tensor
-    if as_tensor is None:
-        torch_wanted = bool(entry and entry.get("framework") == "torch" and "torch" in sys.modules)
-    if entry is None:
-        values = samples
-        layout = "CHW" if torch_wanted and samples.ndim == 3 else ("HWC" if samples.ndim == 3 else "HW")
-    else:
-        try:
-            values = _undo_mapping(samples, entry)
-        except (KeyError, TypeError, ValueError, IndexError, OptionError) as error:
-            if isinstance(error, DecodeError):
-                raise
-            raise DecodeError(f"the tensorpng record of {path} is malformed ({error!r})") from error
-        layout = str(entry.get("layout", "HWC")).replace("N", "")
-        if entry.get("grid"):
-            layout = "HWC" if values.ndim == 3 else "HW"
-    if values.ndim == 3 and layout == "CHW":
-        values = np.ascontiguousarray(values.transpose(2, 0, 1))
-    elif values.ndim == 2 and layout == "CHW":  # one channel: 1 x H x W
-        values = values[None]
-    elif values.ndim == 2 and layout == "HWC":
-        values = values[..., None]
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)):
+        raise OptionError(f"max_pixels must be an int or None, got {max_pixels!r}")
+    if not isinstance(as_tensor, (bool, type(None))):
+        raise OptionError(f"as_tensor must be True, False or None, got {as_tensor!r}")
+    data = _read(path)
+    container = read_container(data)
+    header = container.header
+    if max_pixels is not None and header.pixels > max_pixels:
+        raise DecodeError(
+            f"{path} declares {header.width} x {header.height} = {header.pixels:,} pixels, more than "
+            f"max_pixels={max_pixels:,} (a decompression bomb?); pass max_pixels=None to read it anyway"
+        )
+    inflate_image_data(container)
+    entry = _record(container, path)
+    try:
+        samples = decode(container, indices=entry is not None and entry.mapping == "palette")
+    except MemoryError:
+        raise DecodeError(f"{path} is too large to decode in the memory available") from None
+    values, torch_wanted = _values(samples, entry, as_tensor, path)
     if not torch_wanted:
         return values
     try:
@@ -328,6 +240,32 @@ def load(path: str | os.PathLike[str], *, as_tensor: bool | None = None) -> Any:
     if values.dtype == np.uint16:
         return torch.from_numpy(values.astype(np.int32)).to(torch.uint16)
     tensor = torch.from_numpy(np.ascontiguousarray(values))
-    if entry and entry.get("dtype") == "bfloat16":
+    if entry is not None and entry.dtype == "bfloat16":
         tensor = tensor.to(torch.bfloat16)
     return tensor
+
+
+def _values(
+    samples: np.ndarray, entry: MappingRecord | None, as_tensor: bool | None, path: object
+) -> tuple[np.ndarray, bool]:
+    torch_wanted = as_tensor
+    if as_tensor is None:
+        torch_wanted = bool(entry and entry.framework == "torch" and "torch" in sys.modules)
+    values = samples
+    layout = "CHW" if torch_wanted and samples.ndim == 3 else ("HWC" if samples.ndim == 3 else "HW")
+    if entry is not None:
+        try:
+            values = _undo_mapping(samples, entry)
+            layout = entry.layout.replace("N", "")
+            if entry.grid is not None:
+                layout = "HWC" if values.ndim == 3 else "HW"
+        except (RecordError, TensorPNGError) as error:
+            _ignored(path, str(error))
+            return _values(samples, None, as_tensor, path)
+    if values.ndim == 3 and layout == "CHW":
+        values = np.ascontiguousarray(values.transpose(2, 0, 1))
+    elif values.ndim == 2 and layout == "CHW":  # one channel: 1 x H x W
+        values = values[None]
+    elif values.ndim == 2 and layout == "HWC":
+        values = values[..., None]
+    return values, bool(torch_wanted)

@@ -21,15 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TensorPNGError
+from .errors import LoadError
 
 DEFAULT_MAX_VALUES = 1 << 29  # 536,870,912 sample values (2 GiB of float32) per input file
 SUFFIXES = (".pt", ".pth", ".npy", ".npz", ".safetensors")
 MIN_TORCH = (2, 6)  # weights_only=True could still run code before torch 2.6
-
-
-class LoadError(TensorPNGError, ValueError):
-    """A file could not be loaded (unsupported, corrupt, unsafe or too large)."""
 
 
 @dataclass(frozen=True)

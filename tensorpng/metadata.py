@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +32,199 @@ if TYPE_CHECKING:  # convert imports the options, which import this module's key
     from .convert import Batch
 
 METADATA_KEY = "tensorpng"
+MAX_RECORD_BYTES = 1 << 16  # records are a few hundred bytes; more is not ours
+MAX_NESTING = 3  # the record, "grid", its lists
+MAX_NDIM = 8
+MAX_EXTENT = 2**31 - 1
+MAPPINGS = ("affine", "copy", "bool", "widen", "narrow", "colormap", "palette")
+LAYOUT_NAMES = ("HW", "CHW", "HWC", "NHW", "NCHW", "NHWC")
+# Every dtype name tensorpng writes (NumPy's and torch's); NumPy lacks the last ones, which
+# load as float32.
+DTYPES = (
+    "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+    "float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2",
+    "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu",
+)  # fmt: skip
+_FRAMEWORK = re.compile(r"[a-z_][a-z0-9_]{0,39}")  # a module name: only compared with "torch"
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+class RecordError(ValueError):
+    """A record that tensorpng did not write, or that does not fit its file (internal: load
+    turns it into a :class:`~tensorpng.errors.RecordWarning`)."""
+
+
+@dataclass(frozen=True)
+class MappingRecord:
+    """How one file's values were mapped to samples; written as JSON in the ``tensorpng``
+    text chunk and read back by :func:`tensorpng.load` (see the module docstring)."""
+
+    version: str
+    framework: str
+    dtype: str
+    shape: tuple[int, ...]
+    layout: str
+    index: int | None
+    mapping: str
+    bits: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    scale: str | None = None
+    value_range: tuple[float | None, float | None] | None = None
+    min: float | None = None
+    max: float | None = None
+    cmap: str | None = None
+    grid: tuple[int, int, int] | None = None  # count, nrow, padding
+    per_image_range: bool | None = None
+
+    def to_json(self) -> str:
+        entry = asdict(self)
+        for name in ("cmap", "grid", "per_image_range"):
+            if entry[name] is None:
+                del entry[name]
+        for name, value in entry.items():
+            if isinstance(value, tuple):
+                entry[name] = list(value)
+        if self.grid is not None:
+            entry["grid"] = dict(zip(("count", "nrow", "padding"), self.grid, strict=True))
+        return json.dumps(entry, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> MappingRecord:
+        """Parse an untrusted record: only values tensorpng writes (:class:`RecordError`)."""
+        if len(text) > MAX_RECORD_BYTES:
+            raise RecordError(f"it has {len(text):,} characters (records have at most {MAX_RECORD_BYTES:,})")
+        depth = 0
+        for char in _STRINGS.sub("", text):  # at most 64 KiB: nesting checked before json recurses
+            depth += (char in "[{") - (char in "]}")
+            if depth > MAX_NESTING:
+                raise RecordError("it is nested too deeply")
+        try:
+            entry = json.loads(text)
+        except (ValueError, RecursionError) as error:
+            raise RecordError(f"it is not valid JSON ({error})") from None
+        if not isinstance(entry, dict):
+            raise RecordError("it is not a JSON object")
+        return _parse(entry)
+
+    def check(self, width: int, height: int, bit_depth: int, color_type: int) -> None:
+        """Raise :class:`RecordError` unless the record fits the file's IHDR."""
+        channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color_type]
+        if self.mapping == "palette":
+            if color_type != 3:
+                raise RecordError(f"it says palette but the PNG has colour type {color_type}")
+        elif self.mapping == "colormap":
+            if (color_type, bit_depth) != (2, 8):
+                raise RecordError("it says colormap but the PNG is not 8-bit RGB")
+        elif color_type == 3 or bit_depth != self.bits:
+            raise RecordError(f"it says {self.bits}-bit samples but the PNG holds {bit_depth}-bit ones")
+        if self.grid is not None:
+            return
+        sizes = dict(zip(self.layout, self.shape, strict=True))
+        if (sizes["H"], sizes["W"]) != (height, width):
+            raise RecordError(f"it says {sizes['H']} x {sizes['W']} but the PNG is {height} x {width}")
+        expected = sizes.get("C", 1)
+        if self.mapping not in ("colormap", "palette") and expected != channels:
+            raise RecordError(f"it says {expected} channels but the PNG has {channels}")
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(f"its {name} is not a number")
+    if isinstance(value, int) and abs(value) > 2**1023:
+        raise RecordError(f"its {name} is out of range")
+    number = float(value)
+    if not math.isfinite(number):
+        raise RecordError(f"its {name} is not finite")
+    return number
+
+
+def _optional(entry: dict[str, Any], name: str) -> float | None:
+    value = entry.get(name)
+    return None if value is None else _number(value, name)
+
+
+def _count(value: object, name: str, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_EXTENT:
+        raise RecordError(f"its {name} is not an integer in {low}..2**31-1")
+    return value
+
+
+def _floats(entry: dict[str, Any], name: str) -> tuple[float, ...] | None:
+    value = entry.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= 4:
+        raise RecordError(f"its {name} is not a list of 1 to 4 numbers")
+    return tuple(_number(item, name) for item in value)
+
+
+def _choice(entry: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
+    value = entry.get(name)
+    if value not in allowed:
+        raise RecordError(f"its {name} {str(value)[:40]!r} is not one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _framework(value: object) -> str:
+    if not isinstance(value, str) or not _FRAMEWORK.fullmatch(value):
+        raise RecordError("its framework is not a module name")
+    return value
+
+
+def _parse(entry: dict[str, Any]) -> MappingRecord:
+    layout = _choice(entry, "layout", LAYOUT_NAMES)
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or len(shape) != len(layout) or len(shape) > MAX_NDIM:
+        raise RecordError(f"its shape does not fit its layout {layout}")
+    bits = entry.get("bits")
+    if bits not in (8, 16) or isinstance(bits, bool):
+        raise RecordError("its bits are not 8 or 16")
+    value_range = entry.get("value_range")
+    if value_range is not None and (not isinstance(value_range, list) or len(value_range) != 2):
+        raise RecordError("its value_range is not a pair")
+    ends = None
+    if value_range is not None:
+        low, high = (None if v is None else _number(v, "value_range") for v in value_range)
+        ends = (low, high)
+    mapping = _choice(entry, "mapping", MAPPINGS)
+    cmap = entry.get("cmap")
+    if mapping == "colormap":
+        from .colormaps import COLORMAPS
+
+        cmap = _choice(entry, "cmap", COLORMAPS)
+    grid = entry.get("grid")
+    if grid is not None:
+        if not isinstance(grid, dict):
+            raise RecordError("its grid is not an object")
+        grid = tuple(_count(grid.get(key), f"grid {key}") for key in ("count", "nrow", "padding"))
+    scale = entry.get("scale")
+    if scale is not None and scale not in ("image", "batch"):
+        raise RecordError("its scale is not image, batch or null")
+    index = entry.get("index")
+    std = _floats(entry, "std")
+    if std is not None and 0.0 in std:
+        raise RecordError("its std holds 0")
+    version = entry.get("version")
+    return MappingRecord(
+        version=version if isinstance(version, str) and len(version) <= 40 else "",
+        framework=_framework(entry.get("framework")),
+        dtype=_choice(entry, "dtype", DTYPES),
+        shape=tuple(_count(d, "shape") for d in shape),
+        layout=layout,
+        index=None if index is None else _count(index, "index"),
+        mapping=mapping,
+        bits=int(bits),
+        mean=_floats(entry, "mean"),
+        std=std,
+        scale=scale,
+        value_range=ends,
+        min=_optional(entry, "min"),
+        max=_optional(entry, "max"),
+        cmap=cmap,
+        grid=grid,
+        per_image_range=bool(entry.get("per_image_range")) if "per_image_range" in entry else None,
+    )
 
 
 def _finite_extremes(values: np.ndarray) -> tuple[float | None, float | None]:
@@ -60,7 +255,7 @@ def device_extremes(images: Any) -> tuple[Any, Any]:
     return low, high
 
 
-def _number(value: float | None) -> float | None:
+def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
@@ -73,8 +268,7 @@ def mapping_record(
     batch: Batch,
     index: int | None,
     extremes: tuple[float | None, float | None] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
+) -> MappingRecord:
     """The mapping record of image ``index`` of ``batch`` (None: the grid or the only image).
 
     ``extremes`` are the image's finite min and max; computed here for host batches when
@@ -92,40 +286,42 @@ def mapping_record(
             low, high = float(low_array.min()), float(high_array.max())
         else:
             low, high = _row_value(low_array, position), _row_value(high_array, position)
-    entry: dict[str, Any] = {
-        "version": __version__,
-        "framework": batch.source.framework,
-        "dtype": batch.source.input_dtype,
-        "shape": list(batch.source.shape),
-        "layout": batch.layout.name,
-        "index": index,
-        "mapping": plan.mode,
-        "bits": plan.bits,
-        "mean": list(options.mean) if options.mean else None,
-        "std": list(options.std) if options.std else None,
-        "scale": options.scale,
-        "value_range": [_number(low), _number(high)] if low is not None else None,
-        "min": _number(extremes[0]) if extremes else None,
-        "max": _number(extremes[1]) if extremes else None,
-    }
-    if batch.colormap is not None:
-        entry["mapping"], entry["cmap"] = "colormap", batch.colormap
-    if batch.palette_table is not None:
-        entry["mapping"] = "palette"  # the colors are in the file's PLTE chunk
+    grid = None
     if batch.writes_grid:
-        entry["grid"] = {"count": batch.count, "nrow": batch.options.nrow, "padding": batch.options.padding}
-        entry["per_image_range"] = options.scale == "image" and batch.count > 1
-    entry.update(extra)
-    return entry
+        grid = (batch.count, batch.options.nrow, batch.options.padding)
+    mapping = plan.mode
+    if batch.colormap is not None:
+        mapping = "colormap"
+    if batch.palette_table is not None:
+        mapping = "palette"  # the colors are in the file's PLTE chunk
+    return MappingRecord(
+        version=__version__,
+        framework=batch.source.framework,
+        dtype=batch.source.input_dtype,
+        shape=tuple(batch.source.shape),
+        layout=batch.layout.name,
+        index=index,
+        mapping=mapping,
+        bits=plan.bits,
+        mean=tuple(options.mean) if options.mean else None,
+        std=tuple(options.std) if options.std else None,
+        scale=options.scale,
+        value_range=(_finite(low), _finite(high)) if low is not None else None,
+        min=_finite(extremes[0]) if extremes else None,
+        max=_finite(extremes[1]) if extremes else None,
+        cmap=batch.colormap,
+        grid=grid,
+        per_image_range=(options.scale == "image" and batch.count > 1) if batch.writes_grid else None,
+    )
 
 
 def text_chunks(
-    user: Mapping[str, str] | None, entry: dict[str, Any] | None, enabled: bool = True
+    user: Mapping[str, str] | None, entry: MappingRecord | None, enabled: bool = True
 ) -> dict[str, str] | None:
     """The text chunks of one file: the mapping record (unless disabled) and user entries."""
     chunks: dict[str, str] = {}
     if enabled and entry is not None:
-        chunks[METADATA_KEY] = json.dumps(entry, separators=(",", ":"))
+        chunks[METADATA_KEY] = entry.to_json()
     if user:
         chunks.update(user)
     return chunks or None

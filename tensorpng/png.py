@@ -4,40 +4,41 @@ The heavy work is two calls that release the GIL: NumPy's element-wise ufuncs (t
 filters) and the deflate of the filtered bytes (ISA-L through ``isal`` by default, the
 standard ``zlib`` module when ``isal`` cannot be imported, libdeflate through ``deflate``
 for ``compression="small"`` when installed). The framing around the deflate stream
-(signature, IHDR, optional text chunks, PLTE for palette images, IDAT, IEND, CRC-32) is
-written here, following the PNG specification (ISO/IEC 15948, W3C PNG 3rd edition).
+(signature, IHDR, optional text chunks, PLTE for palette images, IDAT, IEND, CRC-32)
+comes from :mod:`tensorpng._png_chunks`.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal, TypeAlias
 
 import numpy as np
 
+from ._png_chunks import (
+    MAX_DIMENSION,
+    SIGNATURE,
+    ihdr,
+    plte,
+    png_bytes,
+)
+from ._png_text import text_chunks
 from .errors import DTypeError, OptionError, ShapeError, ValueRangeError
 
-_isal_zlib: ModuleType | None
 _igzip_lib: ModuleType | None
-try:  # ISA-L: ~400 MB/s per core at level 1, and a ~60 GB/s CRC-32.
+try:  # ISA-L: ~400 MB/s per core at level 1.
     from isal import igzip_lib as _igzip_lib
-    from isal import isal_zlib as _isal_zlib
 except ImportError:  # pragma: no cover - exercised by a subprocess test with isal hidden
-    _isal_zlib = _igzip_lib = None
+    _igzip_lib = None
 
 Compression: TypeAlias = Literal["fast", "small", "none"]
 COMPRESSIONS: tuple[str, ...] = ("fast", "small", "none")
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_DIMENSION = 2**31 - 1  # PNG stores width and height as 31-bit unsigned integers.
-_MAX_CHUNK_DATA = 2**31 - 1
-_IDAT_SPLIT = 1 << 30  # IDAT chunks larger than this are split (the limit is 2**31 - 1).
 
 # PNG colour types by channel count: gray, gray+alpha, RGB, RGBA.
 COLOR_TYPES: dict[int, int] = {1: 0, 2: 4, 3: 2, 4: 6}
@@ -45,57 +46,10 @@ COLOR_TYPES: dict[int, int] = {1: 0, 2: 4, 3: 2, 4: 6}
 # PNG filter types (spec section 9.2).
 FILTER_NONE, FILTER_SUB, FILTER_UP, FILTER_AVERAGE, FILTER_PAETH = 0, 1, 2, 3, 4
 
-_crc32: Callable[[bytes | memoryview, int], int] = _isal_zlib.crc32 if _isal_zlib is not None else zlib.crc32
-
 
 def deflate_backend() -> str:
     """Name of the library that deflates for ``compression="fast"``: ``"isal"`` or ``"zlib"``."""
-    return "isal" if _isal_zlib is not None else "zlib"
-
-
-def chunk(tag: bytes, data: bytes | memoryview = b"") -> bytes:
-    """One PNG chunk: 4-byte big-endian length, 4-byte tag, data, CRC-32 of tag and data."""
-    if len(tag) != 4:
-        raise OptionError(f"a PNG chunk tag has 4 bytes, got {tag!r}")
-    if len(data) > _MAX_CHUNK_DATA:
-        raise OptionError(f"a PNG chunk holds at most 2**31-1 bytes, got {len(data)}")
-    return b"".join(_chunk_parts(tag, data))
-
-
-def _chunk_parts(tag: bytes, data: bytes | memoryview) -> tuple[bytes, bytes, bytes | memoryview, bytes]:
-    """The pieces of :func:`chunk`, so that a large ``data`` is copied once, into the file."""
-    crc = _crc32(data, _crc32(tag, 0)) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)), tag, data, struct.pack(">I", crc)
-
-
-def text_chunk(key: str, value: str) -> bytes:
-    """A ``tEXt`` chunk when ``key`` and ``value`` are Latin-1, else an uncompressed ``iTXt``.
-
-    The keyword must be 1-79 printable Latin-1 characters without leading, trailing or
-    consecutive spaces (PNG spec 11.3.3.2).
-    """
-    try:
-        key_bytes = key.encode("latin-1")
-    except UnicodeEncodeError:
-        raise OptionError(f"PNG text keys must be Latin-1, got {key!r}") from None
-    if not (
-        1 <= len(key_bytes) <= 79
-        and all(32 <= b <= 126 or b >= 161 for b in key_bytes)
-        and key == key.strip()
-        and "  " not in key
-    ):
-        raise OptionError(
-            f"PNG text key {key!r} is not valid: use 1-79 printable Latin-1 characters, "
-            "no leading, trailing or double spaces"
-        )
-    if "\x00" in value:
-        raise OptionError(f"PNG text value for key {key!r} contains a NUL character")
-    try:
-        return chunk(b"tEXt", key_bytes + b"\x00" + value.encode("latin-1"))
-    except UnicodeEncodeError:
-        # keyword, NUL, compression flag 0, method 0, empty language tag, empty translated key.
-        header = key_bytes + b"\x00\x00\x00\x00\x00"
-        return chunk(b"iTXt", header + value.encode("utf-8"))
+    return "isal" if _igzip_lib is not None else "zlib"
 
 
 def _byte_planes(image: np.ndarray) -> tuple[np.ndarray, int]:
@@ -460,7 +414,8 @@ def encode_png(
             ISA-L level 1 deflate. ``"small"``: per-row adaptive filtering over all five
             filters and libdeflate level 12 (zlib level 9 without the ``deflate`` package).
             ``"none"``: no filter, stored deflate blocks.
-        text: optional metadata, written as ``tEXt`` (Latin-1) or ``iTXt`` (other) chunks.
+        text: optional metadata, written as ``tEXt`` (Latin-1) or ``iTXt`` (other) chunks,
+            compressed from 1 KiB on (see :mod:`tensorpng._png_chunks`).
 
     Returns:
         The bytes of a complete PNG file: ``finish_png(filter_png(image, ...))``.
@@ -517,12 +472,7 @@ def finish_png(filtered: FilteredPNG) -> bytes:
         compressed = _deflate_small(lines)
     else:
         compressed = zlib.compress(lines.data, 0)
-    parts: list[bytes | memoryview] = [filtered.head]
-    view = memoryview(compressed)
-    for start in range(0, max(len(view), 1), _IDAT_SPLIT):
-        parts.extend(_chunk_parts(b"IDAT", view[start : start + _IDAT_SPLIT]))
-    parts.append(chunk(b"IEND"))
-    return b"".join(parts)
+    return png_bytes((filtered.head,), compressed)
 
 
 def _check_compression(compression: str) -> None:
@@ -555,11 +505,8 @@ def _filter_scanlines(
         lines = _filtered_adaptive(*_interleaved_bytes(planes, distance))
     else:
         lines = _scanlines(planes, FILTER_NONE)  # the samples as they are, one copy
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    parts = [PNG_SIGNATURE, chunk(b"IHDR", header)]
-    parts.extend(text_chunk(key, value) for key, value in (text or {}).items())
-    parts.extend(before_idat)
-    return FilteredPNG(b"".join(parts), lines, compression, residual)
+    head = b"".join((SIGNATURE, ihdr(width, height, bit_depth, color_type), text_chunks(text), *before_idat))
+    return FilteredPNG(head, lines, compression, residual)
 
 
 COLOR_TYPE_INDEXED = 3
@@ -668,7 +615,7 @@ def filter_indexed_png(
             f"the labels reach {labels_max} but the palette has {palette.shape[0]} entries "
             f"(indices 0..{palette.shape[0] - 1})"
         )
-    plte = chunk(b"PLTE", np.ascontiguousarray(palette[:entries]).tobytes())
+    palette_chunk = plte(np.ascontiguousarray(palette[:entries]).tobytes())
     return _filter_scanlines(
         np.ascontiguousarray(_pack_indices(labels, depth))[None],
         1,
@@ -678,5 +625,5 @@ def filter_indexed_png(
         color_type=COLOR_TYPE_INDEXED,
         compression=compression,
         text=text,
-        before_idat=(plte,),
+        before_idat=(palette_chunk,),
     )

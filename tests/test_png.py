@@ -3,6 +3,7 @@ checked against the spec, chunk framing, text, errors, the zlib fallback, and th
 
 from __future__ import annotations
 
+import importlib
 import io
 import re
 import struct
@@ -582,7 +583,7 @@ def test_chunk_framing(shape: tuple[int, ...], dtype: type, text: dict[str, str]
 
 
 def test_idat_split_into_several_chunks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(png_module, "_IDAT_SPLIT", 100)
+    monkeypatch.setattr(importlib.import_module("tensorpng._png_chunks"), "IDAT_SPLIT", 100)
     image = make_image("noise", (40, 30, 3), np.uint8)
     data = encode_checked(image, "fast", text={"Comment": "split"})
     idat = [body for tag, body in parse_chunks(data) if tag == b"IDAT"]

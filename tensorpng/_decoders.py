@@ -1,0 +1,168 @@
+"""Decoding validated PNGs with a maintained decoder, to one form whichever decoder runs.
+
+Backends are tried in order, each imported only when needed: ``imagecodecs``, OpenCV
+(``cv2``), Pillow (not for 16-bit colour, which it reads as 8-bit). The environment variable
+``TENSORPNG_DECODER`` (``imagecodecs``, ``opencv`` or ``pillow``) picks one alone.
+
+Decoders disagree on palettes, depths below 8 bits and tRNS, so they are never shown those:
+the file is first checked by :mod:`tensorpng._png_chunks`, then rebuilt with only IHDR,
+IDAT and IEND (and, for palette and low-depth gray files, an index palette ``(i, 0, 0)``,
+so that red is the stored value). Palettes, tRNS and scaling are then applied here, in the
+forms of imagecodecs: depths below 8 bits scaled to 0..255 uint8, palettes expanded to RGB
+(RGBA with tRNS), tRNS on gray or RGB becoming an alpha channel.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from ._png_chunks import IEND, SIGNATURE, Container, chunk, ihdr, plte, png_bytes
+from .errors import DecodeError
+
+ENV_VAR = "TENSORPNG_DECODER"
+
+
+def _imagecodecs(data: bytes, depth: int, color: int) -> np.ndarray:
+    import imagecodecs
+
+    return np.asarray(imagecodecs.png_decode(data))
+
+
+def _opencv(data: bytes, depth: int, color: int) -> np.ndarray:
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DecodeError("OpenCV could not decode the file")
+    if image.ndim == 3 and color == 4:  # gray+alpha comes back as BGRA
+        return np.ascontiguousarray(image[..., [0, 3]])
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image[..., ::-1])
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., [2, 1, 0, 3]])
+    return np.asarray(image)
+
+
+def _pillow(data: bytes, depth: int, color: int) -> np.ndarray:
+    if depth == 16 and color != 0:
+        raise DecodeError("Pillow reads 16-bit color PNGs as 8-bit, so it does not read them")
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return np.asarray(image)
+
+
+DECODERS: tuple[tuple[str, Callable[[bytes, int, int], np.ndarray], str], ...] = (
+    ("imagecodecs", _imagecodecs, "pip install imagecodecs"),
+    ("cv2", _opencv, "pip install opencv-python-headless"),
+    ("PIL", _pillow, "pip install pillow"),
+)
+# The names TENSORPNG_DECODER takes, and the module of each.
+CHOICES = {"imagecodecs": "imagecodecs", "opencv": "cv2", "pillow": "PIL"}
+
+
+def _chosen() -> tuple[tuple[str, Callable[[bytes, int, int], np.ndarray], str], ...]:
+    choice = os.environ.get(ENV_VAR, "").strip().lower()
+    if not choice:
+        return DECODERS
+    if choice not in CHOICES:
+        raise DecodeError(f"{ENV_VAR}={choice!r} is not one of {', '.join(CHOICES)} (or unset)")
+    return tuple(entry for entry in DECODERS if entry[0] == CHOICES[choice])
+
+
+def _run(data: bytes, depth: int, color: int) -> np.ndarray:
+    failures, refused = [], set()
+    decoders = _chosen()
+    for module, function, hint in decoders:
+        try:
+            return function(data, depth, color)
+        except ImportError:
+            failures.append(f"{module} is not installed ({hint})")
+        except DecodeError as error:
+            failures.append(f"{module}: {error}")
+            refused.add(module)
+        except Exception as error:  # a decoder's own error on a file we validated
+            raise DecodeError(f"cannot decode the PNG ({module}: {error})") from error
+    others = [hint for module, _, hint in DECODERS if module not in refused]
+    advice = f"; install a decoder that reads it: {' or '.join(others)}" if others else ""
+    raise DecodeError("no PNG decoder could read the file: " + "; ".join(failures) + advice)
+
+
+def decode(container: Container, *, indices: bool = False) -> np.ndarray:
+    """The samples of a validated PNG: ``H x W`` or ``H x W x C``, uint8 or uint16.
+
+    ``indices``: for a palette file, the stored indices (``H x W`` uint8) instead of colours.
+    """
+    header = container.header
+    low_gray = header.color_type == 0 and header.bit_depth < 8
+    if header.color_type == 3 or low_gray:
+        count = 1 << header.bit_depth
+        table = np.zeros((count, 3), np.uint8)
+        table[:, 0] = np.arange(count)
+        head = SIGNATURE + ihdr(header.width, header.height, header.bit_depth, 3, header.interlace)
+        data = png_bytes((head, plte(table.tobytes())), b"".join(container.idat))
+        decoded = _run(data, header.bit_depth, 3)
+        values = decoded[..., 0] if decoded.ndim == 3 else decoded
+        values = np.ascontiguousarray(values, dtype=np.uint8)
+    else:
+        head = SIGNATURE + ihdr(
+            header.width, header.height, header.bit_depth, header.color_type, header.interlace
+        )
+        data = b"".join((head, chunk(b"IDAT", b"".join(container.idat)), IEND))
+        values = _run(data, header.bit_depth, header.color_type)
+        values = _check_form(values, container)
+    if header.color_type == 3:
+        if values.max(initial=0) >= len(container.palette or b"") // 3:
+            raise DecodeError("a pixel of the palette PNG has an index past its PLTE entries")
+        if indices:
+            return values
+        return _palette_colors(values, container)
+    if low_gray:
+        gray = values * np.uint8(255 // ((1 << header.bit_depth) - 1))
+        if container.transparency is None:
+            return gray
+        alpha = _transparent(values[..., None], container.transparency, 1, np.dtype(np.uint8))
+        return np.stack([gray, alpha], axis=-1)
+    if container.transparency is not None:
+        image = values if values.ndim == 3 else values[..., None]
+        alpha = _transparent(image, container.transparency, image.shape[2], values.dtype)
+        return np.concatenate([image, alpha[..., None]], axis=-1)
+    return values
+
+
+def _check_form(values: np.ndarray, container: Container) -> np.ndarray:
+    header = container.header
+    shape = (header.height, header.width) + ((header.channels,) if header.channels > 1 else ())
+    dtype = np.uint16 if header.bit_depth == 16 else np.uint8
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[..., 0]
+    if values.shape != shape or values.dtype != dtype:
+        raise DecodeError(
+            f"the decoder returned {values.dtype} samples of shape {values.shape}, "
+            f"not {np.dtype(dtype)} {shape}"
+        )
+    return values
+
+
+def _palette_colors(values: np.ndarray, container: Container) -> np.ndarray:
+    colors = np.frombuffer(container.palette or b"", np.uint8).reshape(-1, 3)
+    if container.transparency is None:
+        return colors[values]
+    alphas = np.full(len(colors), 255, np.uint8)
+    alphas[: len(container.transparency)] = np.frombuffer(container.transparency, np.uint8)
+    return np.concatenate([colors, alphas[:, None]], axis=1)[values]
+
+
+def _transparent(image: np.ndarray, trns: bytes, channels: int, dtype: np.dtype) -> np.ndarray:
+    """Alpha of gray or RGB samples: 0 where a pixel equals tRNS's colour, else the maximum."""
+    key = np.frombuffer(trns, ">u2")[:channels].tolist()
+    match = np.ones(image.shape[:2], dtype=bool)
+    for channel, value in enumerate(key):  # one boolean plane at a time, no wide copy
+        match &= image[..., channel] == value
+    maximum = np.iinfo(dtype).max
+    return np.where(match, 0, maximum).astype(dtype)

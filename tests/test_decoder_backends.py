@@ -1,0 +1,148 @@
+"""The result of load does not depend on the decoder: each backend alone (chosen through the
+documented TENSORPNG_DECODER variable) gives imagecodecs' forms, on files of every kind."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+
+import tensorpng
+
+BACKENDS = ("imagecodecs", "opencv", "pillow")
+
+
+def _chunk(tag: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+
+def raw_png(rows: np.ndarray, width: int, height: int, depth: int, color: int, extra: bytes = b"") -> bytes:
+    """A PNG of already-packed scanline bytes (filter 0), written by hand."""
+    scan = np.concatenate([np.zeros((height, 1), np.uint8), rows.reshape(height, -1)], axis=1)
+    head = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", head)
+        + extra
+        + _chunk(b"IDAT", zlib.compress(scan.tobytes()))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def cases() -> dict[str, bytes]:
+    rng = np.random.default_rng(5)
+    out: dict[str, bytes] = {}
+    for depth in (1, 2, 4):
+        values = rng.integers(0, 1 << depth, (6, 16), dtype=np.uint8)
+        packed = np.packbits(
+            np.unpackbits(values[..., None], axis=2)[..., 8 - depth :].reshape(6, -1), axis=1
+        )
+        out[f"gray{depth}"] = raw_png(packed, 16, 6, depth, 0)
+        out[f"gray{depth}-trns"] = raw_png(packed, 16, 6, depth, 0, _chunk(b"tRNS", struct.pack(">H", 1)))
+        palette = rng.integers(0, 256, (1 << depth) * 3, dtype=np.uint8).tobytes()
+        out[f"palette{depth}"] = raw_png(packed, 16, 6, depth, 3, _chunk(b"PLTE", palette))
+        out[f"palette{depth}-trns"] = raw_png(
+            packed, 16, 6, depth, 3, _chunk(b"PLTE", palette) + _chunk(b"tRNS", b"\x00\x80")
+        )
+    rgb8 = rng.integers(0, 4, (6, 5, 3), dtype=np.uint8)
+    out["rgb8-trns"] = raw_png(rgb8, 5, 6, 8, 2, _chunk(b"tRNS", struct.pack(">HHH", 1, 2, 3)))
+    gray16 = rng.integers(0, 3, (6, 5), dtype=np.uint16).astype(">u2").view(np.uint8)
+    out["gray16-trns"] = raw_png(gray16, 5, 6, 16, 0, _chunk(b"tRNS", struct.pack(">H", 2)))
+    gray8 = rng.integers(0, 256, (6, 5), dtype=np.uint8)
+    out["gray8"] = raw_png(gray8, 5, 6, 8, 0)
+    return out
+
+
+def test_the_variable_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(cases()["gray8"])
+    monkeypatch.setenv("TENSORPNG_DECODER", "libpng")
+    with pytest.raises(tensorpng.DecodeError, match="TENSORPNG_DECODER"):
+        tensorpng.load(path)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_backend_alone_gives_imagecodecs_forms(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TENSORPNG_DECODER", backend)
+    for name, data in cases().items():
+        expected = np.asarray(imagecodecs.png_decode(data))
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        loaded = tensorpng.load(path)
+        assert loaded.dtype == expected.dtype and loaded.shape == expected.shape, (name, loaded.shape)
+        np.testing.assert_array_equal(loaded, expected, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_backend_alone_reads_tensorpng_files(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(6)
+    inputs = {
+        "float": rng.random((7, 9, 3)).astype(np.float32),
+        "labels": rng.integers(0, 5, (7, 9)).astype(np.uint8),
+        "cmap": rng.random((7, 9)),
+        "bool": rng.random((7, 9)) > 0.5,
+    }
+    options = {"labels": {"palette": "voc"}, "cmap": {"cmap": "viridis"}}
+    paths = {
+        name: tensorpng.save(x, tmp_path / f"{name}.png", **options.get(name, {}))[0]
+        for name, x in inputs.items()
+    }
+    reference = {name: tensorpng.load(path) for name, path in paths.items()}
+    monkeypatch.setenv("TENSORPNG_DECODER", backend)
+    for name, path in paths.items():
+        loaded = tensorpng.load(path)
+        assert loaded.dtype == reference[name].dtype and loaded.shape == reference[name].shape, name
+        np.testing.assert_array_equal(loaded, reference[name], err_msg=name)
+
+
+def test_pillow_alone_refuses_sixteen_bit_color(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tensorpng.save(np.zeros((3, 4, 3), np.uint16), tmp_path / "c16.png")[0]
+    monkeypatch.setenv("TENSORPNG_DECODER", "pillow")
+    with pytest.raises(tensorpng.DecodeError) as caught:
+        tensorpng.load(path)
+    message = str(caught.value)
+    assert "Pillow reads 16-bit color PNGs as 8-bit" in message
+    assert "pip install imagecodecs" in message and "pip install opencv-python-headless" in message
+
+
+def test_a_missing_decoder_is_skipped_with_its_install_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = np.random.default_rng(7).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    path = tensorpng.save(image, tmp_path / "a.png")[0]
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # import imagecodecs raises ImportError
+    np.testing.assert_array_equal(tensorpng.load(path), image)  # OpenCV reads it
+    monkeypatch.setenv("TENSORPNG_DECODER", "imagecodecs")
+    with pytest.raises(
+        tensorpng.DecodeError, match=r"imagecodecs is not installed \(pip install imagecodecs\)"
+    ):
+        tensorpng.load(path)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_backend_alone_refuses_short_data_and_bad_crcs(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow alone used to fill missing rows with zeros and accept a bad IDAT CRC."""
+    monkeypatch.setenv("TENSORPNG_DECODER", backend)
+    good = cases()["gray8"]
+    tall = bytearray(good)
+    tall[16:24] = struct.pack(">II", 5, 9)  # IHDR claims 9 rows; the data holds 6
+    tall[29:33] = struct.pack(">I", zlib.crc32(bytes(tall[12:29])))
+    idat = good.index(b"IDAT")
+    bad_crc = good[: idat + 6] + bytes([good[idat + 6] ^ 1]) + good[idat + 7 :]
+    for name, data in (("tall", bytes(tall)), ("bad-crc", bad_crc)):
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        with pytest.raises(tensorpng.DecodeError):
+            tensorpng.load(path)
+            pytest.fail(f"{backend} read {name}")
