@@ -21,6 +21,7 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 
+from . import _cpu_codec
 from .errors import DTypeError, OptionError, ShapeError, ValueRangeError
 
 _isal_zlib: ModuleType | None
@@ -484,6 +485,10 @@ class FilteredPNG:
     scanlines: np.ndarray  # H x (1 + n) uint8: each row's filter byte, then its filtered bytes
     compression: Compression
     residual: float  # mean |residual| per byte of the sampled rows (picks the deflate window)
+    # With the native encoder (see _cpu_codec): bytes per pixel, and ``scanlines`` holds the
+    # H x n unfiltered sample bytes, which the extension filters and deflates in stage 2.
+    native_bpp: int = 0
+    bit_depth: int = 8
 
 
 def filter_png(
@@ -511,7 +516,11 @@ def filter_png(
 def finish_png(filtered: FilteredPNG) -> bytes:
     """The second stage of :func:`encode_png`: deflate, ``IDAT`` and ``IEND``."""
     lines = filtered.scanlines
-    if filtered.compression == "fast":
+    if filtered.native_bpp:
+        compressed = _cpu_codec.native_deflate(lines, filtered.native_bpp)
+    elif filtered.compression == "fast" and filtered.bit_depth > 8:
+        compressed = _cpu_codec.deflate_deep(lines)
+    elif filtered.compression == "fast":
         compressed = _deflate_fast(lines, filtered.residual)
     elif filtered.compression == "small":
         compressed = _deflate_small(lines)
@@ -548,8 +557,10 @@ def _filter_scanlines(
     The other keywords are the IHDR fields; ``before_idat`` are complete chunks (e.g.
     ``PLTE``) written after IHDR and the text chunks, before the image data.
     """
-    residual = 0.0
-    if compression == "fast":
+    residual, native_bpp = 0.0, 0
+    if compression == "fast" and _cpu_codec.method(bit_depth) == "native":
+        lines, native_bpp = _interleaved_bytes(planes, distance)  # the extension filters them
+    elif compression == "fast":
         lines, residual = _filtered_fast(planes, distance)
     elif compression == "small":
         lines = _filtered_adaptive(*_interleaved_bytes(planes, distance))
@@ -559,7 +570,7 @@ def _filter_scanlines(
     parts = [PNG_SIGNATURE, chunk(b"IHDR", header)]
     parts.extend(text_chunk(key, value) for key, value in (text or {}).items())
     parts.extend(before_idat)
-    return FilteredPNG(b"".join(parts), lines, compression, residual)
+    return FilteredPNG(b"".join(parts), lines, compression, residual, native_bpp, bit_depth)
 
 
 COLOR_TYPE_INDEXED = 3
