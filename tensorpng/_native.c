@@ -12,8 +12,9 @@
  *      fit between two flushes of a 64-bit bit buffer.
  *   3. The only LZ77 matches are runs of 8 or more zero bytes, written as a literal 0 and
  *      then matches at distance 1: masks and flat areas stay small.
- *   4. Stored blocks when the sample says Huffman coding would not pay (noise), or when the
- *      coded data grows past the stored size: the output never exceeds raw + framing.
+ *   4. Stored blocks (of the same filtered scanlines) when the sample says Huffman coding
+ *      would not pay (noise), or when the coded data grows past the stored size: the output
+ *      never exceeds raw + framing.
  *   5. Adler-32 of the scanlines. Runtime dispatch: with AVX2, the row filters (the same C
  *      compiled for AVX2) and Adler-32 (intrinsics) use it; the scalar path gives identical
  *      bytes. `set_scalar(True)` or TENSORPNG_NATIVE_SCALAR=1 forces the scalar path.
@@ -561,34 +562,31 @@ static void put_be32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
 }
 
-/* Stored blocks of the unfiltered scanlines (filter byte 0): out must hold stored_size. */
-static size_t write_stored(const Image *im, uint8_t *out) {
+/* Stored blocks of the filtered scanlines (the same filter as the coded path would use, so
+ * that both write the same scanlines): `out` must hold stored_size bytes. */
+static size_t write_stored(const Image *im, int kind, uint8_t *out) {
     size_t total = im->height * (1 + im->row_bytes), left_in_block = 0, left = total;
     uint8_t *o = out;
     uint32_t adler = 1;
     *o++ = 0x78, *o++ = 0x01;
     for (size_t y = 0; y < im->height; y++) {
-        static const uint8_t filter_byte = 0;
-        const uint8_t *parts[2] = {&filter_byte, im->data + y * im->row_bytes};
-        size_t sizes[2] = {1, im->row_bytes};
-        for (int part = 0; part < 2; part++) {
-            const uint8_t *p = parts[part];
-            size_t n = sizes[part];
-            adler = adler32(adler, p, n);
-            while (n > 0) {
-                if (left_in_block == 0) {
-                    size_t block = left < STORED_BLOCK ? left : STORED_BLOCK;
-                    *o++ = left == block; /* BFINAL on the last block, BTYPE 0 */
-                    o[0] = (uint8_t)block, o[1] = (uint8_t)(block >> 8);
-                    o[2] = (uint8_t)~block, o[3] = (uint8_t)(~block >> 8);
-                    o += 4;
-                    left_in_block = block;
-                    left -= block;
-                }
-                size_t take = n < left_in_block ? n : left_in_block;
-                memcpy(o, p, take);
-                o += take, p += take, n -= take, left_in_block -= take;
+        const uint8_t *p = im->line;
+        size_t n = 1 + im->row_bytes;
+        filter_line(im, kind, y);
+        adler = adler32(adler, p, n);
+        while (n > 0) {
+            if (left_in_block == 0) {
+                size_t block = left < STORED_BLOCK ? left : STORED_BLOCK;
+                *o++ = left == block; /* BFINAL on the last block, BTYPE 0 */
+                o[0] = (uint8_t)block, o[1] = (uint8_t)(block >> 8);
+                o[2] = (uint8_t)~block, o[3] = (uint8_t)(~block >> 8);
+                o += 4;
+                left_in_block = block;
+                left -= block;
             }
+            size_t take = n < left_in_block ? n : left_in_block;
+            memcpy(o, p, take);
+            o += take, p += take, n -= take, left_in_block -= take;
         }
     }
     put_be32(o, adler);
@@ -597,10 +595,9 @@ static size_t write_stored(const Image *im, uint8_t *out) {
 
 /* Huffman coding of the filtered scanlines; -1 if it would not beat stored blocks. `out` has
  * room for `capacity` (the stored size) + HEADER_MAX + SLACK bytes. */
-static long long write_huffman(const Image *im, uint8_t *out, size_t capacity) {
+static long long write_huffman(const Image *im, int kind, uint8_t *out, size_t capacity) {
     uint16_t length_symbol[259];
     length_symbols(length_symbol);
-    int kind = choose_filter(im);
 
     /* Histogram of the sampled rows, every symbol at least once; the estimated size decides
      * whether coding is worth trying at all. */
@@ -704,9 +701,10 @@ static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_
     if (!memory) return 0;
     Image im = {data, height, row_bytes, bpp, memory + bound, memory + bound + line};
     memset(im.zero, 0, row_bytes);
-    long long size = write_huffman(&im, memory, stored);
+    int kind = choose_filter(&im);
+    long long size = write_huffman(&im, kind, memory, stored);
     *result = memory;
-    return size >= 0 ? (size_t)size : write_stored(&im, memory);
+    return size >= 0 ? (size_t)size : write_stored(&im, kind, memory);
 }
 
 /* ------------------------------------------------------------------------------------------
