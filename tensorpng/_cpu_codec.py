@@ -16,6 +16,7 @@ fallback) or ``numpy``. It is read at every encode, so tests and benchmarks can 
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import warnings
@@ -33,9 +34,7 @@ Method: TypeAlias = Literal["native", "numpy"]
 
 _native: ModuleType | None
 try:
-    from . import _native  # type: ignore[attr-defined,unused-ignore]
-
-    _native_error = ""
+    _native, _native_error = importlib.import_module("tensorpng._native"), ""
 except ImportError as error:  # no compiler at install time, or a pure-Python install
     _native, _native_error = None, str(error)
 

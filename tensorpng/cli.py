@@ -85,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands.add_parser(
-        "info", help="show which encoders are active, and why", description=info.__doc__
-    )
+    commands.add_parser("info", help="show which encoders are active, and why", description=info.__doc__)
     return parser
 
 

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_png import gil_ratio
 
 import tensorpng._cpu_codec as codec
 from conftest import decode_imagecodecs, decode_pypng, parse_chunks, pngcheck_bytes
 from tensorpng.errors import OptionError
 from tensorpng.png import encode_indexed_png, encode_png
-from test_png import gil_ratio
 
 native = pytest.importorskip("tensorpng._native", reason="the C extension is not built (no compiler)")
 
@@ -94,7 +94,9 @@ def test_round_trip_every_channel_count(
     "kind", ["noise", "constant", "zeros", "mask", "stripes", "sparse"], ids=lambda kind: kind
 )
 @pytest.mark.parametrize("channels", [1, 3, 4])
-def test_round_trip_contents(kind: str, channels: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_round_trip_contents(
+    kind: str, channels: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     rng = np.random.default_rng(7)
     shape = (96, 131, channels)
     if kind == "noise":
@@ -247,7 +249,9 @@ def test_simd_path_is_exercised() -> None:
 def test_threads_share_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-thread scratch buffers: encodes in parallel give the serial results."""
     rng = np.random.default_rng(5)
-    images = [rng.integers(0, 8, (rng.integers(1, 300), rng.integers(1, 300), 3), dtype=np.uint8) for _ in range(40)]
+    images = [
+        rng.integers(0, 8, (rng.integers(1, 300), rng.integers(1, 300), 3), dtype=np.uint8) for _ in range(40)
+    ]
     serial = [encode_png(image) for image in images]
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(encode_png, images)) == serial
