@@ -8,8 +8,9 @@
  *      earlier filter on a tie. Both paths pick the same filter and write the same residuals.
  *   2. One dynamic Huffman block whose code comes from a histogram of the sampled rows'
  *      residuals (every symbol counted at least once, so any byte can be coded). Code
- *      lengths are limited to 13 bits so that two literals always fit in 26 bits and four
- *      fit between two flushes of a 64-bit bit buffer.
+ *      lengths are limited to 13 bits so that a table of two-literal codes (26 bits, for
+ *      images over 64 KiB) and the codes of four literals (52 bits), merged without waiting
+ *      on the bit writer, fit between two flushes of a 64-bit bit buffer.
  *   3. The only LZ77 matches are runs of 8 or more zero bytes, written as a literal 0 and
  *      then matches at distance 1: masks and flat areas stay small.
  *   4. Stored blocks (of the same filtered scanlines) when the sample says Huffman coding
@@ -288,7 +289,7 @@ static void canonical_codes(const uint8_t *length, int n, uint16_t *code) {
 
 /* ------------------------------------------------------------------------------------------
  * Bit writer: a 64-bit buffer, stored 8 bytes at a time (holds at most 7 bits after a flush,
- * so up to 57 bits may be added between flushes).
+ * so up to 56 bits may be added between flushes, and a flush never sees 64).
  * ---------------------------------------------------------------------------------------- */
 typedef struct {
     uint8_t *out, *limit; /* limit: past it, the coded data is larger than stored blocks */
@@ -308,7 +309,7 @@ static inline void flush_bits(Bits *w) {
     for (int i = 0; i < 8; i++) w->out[i] = (uint8_t)(w->buffer >> (8 * i));
 #endif
     w->out += w->bits >> 3;
-    w->buffer = (w->bits & ~7u) == 64 ? 0 : w->buffer >> (w->bits & ~7u);
+    w->buffer >>= w->bits & ~7u; /* bits < 64: callers add at most 56 bits between flushes */
     w->bits &= 7;
 }
 
@@ -328,7 +329,11 @@ typedef struct {
     uint32_t match[259];   /* for length 3..258: code, extra bits and the 1-bit distance code */
     uint8_t match_bits[259];
     uint16_t length_symbol[259]; /* 257.. for each match length */
+    uint32_t *pair;              /* NULL, or for two bytes a | b << 8: codes | lengths << 26 */
 } Codes;
+
+#define PAIR_CODE 0x3ffffffu
+#define PAIR_MIN_BYTES ((size_t)64 << 10) /* images this large build the two-literal table */
 
 static void length_symbols(uint16_t *symbol) {
     for (int s = 0; s < 29; s++) {
@@ -337,29 +342,63 @@ static void length_symbols(uint16_t *symbol) {
     }
 }
 
+/* 8 bytes as a little-endian number: the first byte in the low bits, on any machine. */
+static inline uint64_t load64(const uint8_t *p) {
+    uint64_t word;
+    memcpy(&word, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    word = __builtin_bswap64(word);
+#endif
+    return word;
+}
+
 static inline size_t load_run(const uint8_t *p, size_t i, size_t n) {
     /* length of the zero run at p[i], which is known to start with MIN_RUN zeros */
     size_t j = i + MIN_RUN;
-    uint64_t word;
-    while (j + 8 <= n) {
-        memcpy(&word, p + j, 8);
-        if (word) break;
-        j += 8;
-    }
+    while (j + 8 <= n && load64(p + j) == 0) j += 8;
     while (j < n && p[j] == 0) j++;
     return j - i;
 }
 
 static inline unsigned nonzero_prefix(uint64_t word) {
-    /* bytes up to and including the last nonzero one, in memory order (word != 0) */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+    /* bytes up to and including the last nonzero one, of a load64 word != 0 */
+#if defined(__GNUC__)
     return 8 - (unsigned)(__builtin_clzll(word) >> 3);
 #else
     unsigned k = 8;
-    const uint8_t *b = (const uint8_t *)&word;
-    while (b[k - 1] == 0) k--;
+    while ((word >> (8 * (k - 1))) == 0) k--;
     return k;
 #endif
+}
+
+/* Zero bytes at the start (in memory order) of a load64 word. */
+static inline unsigned leading_zero_bytes(uint64_t word) {
+    if (!word) return 8;
+#if defined(__GNUC__)
+    return (unsigned)__builtin_ctzll(word) >> 3;
+#else
+    unsigned k = 0;
+    while (!((word >> (8 * k)) & 0xff)) k++;
+    return k;
+#endif
+}
+
+/* How many bytes of the nonzero `word` at p[i] to write as literals: 8, or fewer when a run
+ * of MIN_RUN zeros starts inside the word (its last bytes are zero and the zeros go on).
+ * In a photo most words end, or their successors start, with a nonzero byte: one test. */
+static inline unsigned literal_bytes(const uint8_t *p, size_t i, size_t n, uint64_t word) {
+    unsigned k, zeros = 0;
+    if (i + 16 <= n) {
+        uint64_t next = load64(p + i + 8);
+        if ((word >> 56) | (next & 0xff)) return 8;
+        k = nonzero_prefix(word);
+        zeros = leading_zero_bytes(next);
+    } else {
+        if (word >> 56) return 8;
+        k = nonzero_prefix(word);
+        while (zeros < k && i + 8 + zeros < n && p[i + 8 + zeros] == 0) zeros++;
+    }
+    return (8 - k) + zeros >= MIN_RUN ? k : 8;
 }
 
 /* Next match length of a run with `rest` >= 3 bytes left to cover. */
@@ -371,9 +410,8 @@ static inline unsigned next_match(size_t rest) {
 static void count_symbols(const uint8_t *p, size_t n, const uint16_t *length_symbol, uint64_t *freq) {
     size_t i = 0;
     while (i < n) {
-        uint64_t word;
         if (i + 8 <= n) {
-            memcpy(&word, p + i, 8);
+            uint64_t word = load64(p + i);
             if (word == 0) {
                 size_t rest = load_run(p, i, n) - 1;
                 i += rest + 1;
@@ -382,7 +420,7 @@ static void count_symbols(const uint8_t *p, size_t n, const uint16_t *length_sym
                 freq[0] += rest;
                 continue;
             }
-            unsigned k = nonzero_prefix(word);
+            unsigned k = literal_bytes(p, i, n, word);
             for (unsigned j = 0; j < k; j++) freq[p[i + j]]++;
             i += k;
         } else {
@@ -391,14 +429,60 @@ static void count_symbols(const uint8_t *p, size_t n, const uint16_t *length_sym
     }
 }
 
-/* Write p[0..n) as symbols. Returns 0, or -1 once the output passes w->limit. */
-static int write_symbols(Bits *w, const Codes *c, const uint8_t *p, size_t n) {
+/* The codes of four literals, the bytes of `four` (first in the low bits), merged into one
+ * value of *count <= 52 bits without waiting on the bit writer (which would chain every
+ * literal to the one before). */
+static inline __attribute__((always_inline)) uint64_t code4(const Codes *c, int pair, uint32_t four,
+                                                            unsigned *count) {
+    if (pair) { /* a table for two literals at a time (larger images) */
+        uint32_t e0 = c->pair[four & 0xffff], e1 = c->pair[four >> 16];
+        *count = (e0 >> 26) + (e1 >> 26);
+        return (e0 & PAIR_CODE) | (uint64_t)(e1 & PAIR_CODE) << (e0 >> 26);
+    }
+    const uint32_t *lit = c->literal;
+    uint32_t e0 = lit[four & 255], e1 = lit[(four >> 8) & 255], e2 = lit[(four >> 16) & 255], e3 = lit[four >> 24];
+    uint64_t low = (e0 & 0xffff) | (uint64_t)(e1 & 0xffff) << (e0 >> 16);
+    uint64_t high = (e2 & 0xffff) | (uint64_t)(e3 & 0xffff) << (e2 >> 16);
+    unsigned low_count = (e0 >> 16) + (e1 >> 16);
+    *count = low_count + (e2 >> 16) + (e3 >> 16);
+    return low | high << low_count;
+}
+
+/* Eight literals: one put when their codes fit 56 bits (most words of a photo), else two. */
+static inline __attribute__((always_inline)) void put8(Bits *w, const Codes *c, int pair, uint64_t word) {
+    unsigned low_count, high_count;
+    uint64_t low = code4(c, pair, (uint32_t)word, &low_count);
+    uint64_t high = code4(c, pair, (uint32_t)(word >> 32), &high_count);
+    if (low_count + high_count <= 56) {
+        put_bits(w, low | high << low_count, low_count + high_count);
+    } else {
+        put_bits(w, low, low_count);
+        flush_bits(w);
+        put_bits(w, high, high_count);
+    }
+    flush_bits(w);
+}
+
+/* Write p[0..n) as symbols. Returns 0, or -1 once the output passes the limit. */
+static int write_symbols_to(Bits *w, const Codes *c, int pair, const uint8_t *p, size_t n);
+
+__attribute__((noinline)) static int write_symbols(Bits *writer, const Codes *c, const uint8_t *p, size_t n) {
+    /* The writer's state in a local copy: stores through its byte pointer could alias the
+     * caller's struct, which would reload it from memory after every flush (2x slower). */
+    Bits local = *writer;
+    /* two copies of the loop, with and without the two-literal table */
+    int status = c->pair ? write_symbols_to(&local, c, 1, p, n) : write_symbols_to(&local, c, 0, p, n);
+    *writer = local;
+    return status;
+}
+
+static inline __attribute__((always_inline)) int write_symbols_to(Bits *w, const Codes *c, int pair,
+                                                                  const uint8_t *p, size_t n) {
     size_t i = 0;
     const uint32_t *lit = c->literal;
 #define PUT_LITERAL(b) put_bits(w, lit[b] & 0xffff, lit[b] >> 16)
     while (i + 8 <= n) {
-        uint64_t word;
-        memcpy(&word, p + i, 8);
+        uint64_t word = load64(p + i);
         if (word == 0) {
             size_t rest = load_run(p, i, n) - 1;
             i += rest + 1;
@@ -414,24 +498,16 @@ static int write_symbols(Bits *w, const Codes *c, const uint8_t *p, size_t n) {
             flush_bits(w);
             continue;
         }
-        unsigned k = nonzero_prefix(word);
-        if (k == 8) { /* the common case: 8 literals, a flush after each 4 (<= 52 bits) */
-            PUT_LITERAL(p[i]);
-            PUT_LITERAL(p[i + 1]);
-            PUT_LITERAL(p[i + 2]);
-            PUT_LITERAL(p[i + 3]);
-            flush_bits(w);
-            PUT_LITERAL(p[i + 4]);
-            PUT_LITERAL(p[i + 5]);
-            PUT_LITERAL(p[i + 6]);
-            PUT_LITERAL(p[i + 7]);
+        unsigned k = literal_bytes(p, i, n, word);
+        if (k == 8) { /* the common case */
+            put8(w, c, pair, word);
         } else {
             for (unsigned j = 0; j < k; j++) {
                 PUT_LITERAL(p[i + j]);
                 if (j == 3) flush_bits(w);
             }
+            flush_bits(w);
         }
-        flush_bits(w);
         i += k;
         if (w->out > w->limit) return -1;
     }
@@ -513,6 +589,7 @@ typedef struct {
     const uint8_t *data; /* height rows of row_bytes sample bytes */
     size_t height, row_bytes, bpp;
     uint8_t *line, *zero; /* scratch: one filtered scanline (filter byte first), a zero row */
+    uint32_t *pair;       /* scratch for the two-literal table, or NULL (small images) */
 } Image;
 
 static const uint8_t *row_above(const Image *im, size_t y) {
@@ -626,6 +703,14 @@ static long long write_huffman(const Image *im, int kind, uint8_t *out, size_t c
         c.match[len] = value;
         c.match_bits[len] = (uint8_t)(lengths[s] + extra_bits + 1);
     }
+    c.pair = im->pair;
+    if (c.pair) { /* two 13-bit codes fit the 26-bit field */
+        for (uint32_t b = 0; b < 256; b++) {
+            uint32_t high = codes[b], count = lengths[b];
+            uint32_t *row = c.pair + (b << 8);
+            for (uint32_t a = 0; a < 256; a++) row[a] = (codes[a] | high << lengths[a]) | (lengths[a] + count) << 26;
+        }
+    }
 
     Bits w = {out + 2, out + capacity, 0, 0};
     out[0] = 0x78, out[1] = 0x01;
@@ -692,19 +777,25 @@ static uint8_t *scratch_get(size_t size, int *temporary) {
     return malloc(size);
 }
 
-/* The zlib stream of the image; 0 on failure to allocate (no exception set: GIL released). */
+/* The zlib stream of the image, at *result; 0 on failure to allocate (no exception set: the
+ * GIL is released). *allocation: memory the caller frees, or NULL (the thread's scratch). */
 static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_t bpp, uint8_t **result,
-                     int *temporary) {
+                     uint8_t **allocation) {
     size_t stored = stored_size(height * (1 + row_bytes)), bound = stored + HEADER_MAX + SLACK;
-    size_t line = (1 + row_bytes + 15) & ~(size_t)15;
-    uint8_t *memory = scratch_get(bound + 2 * line, temporary);
+    size_t line = (1 + row_bytes + 15) & ~(size_t)15, total = height * (1 + row_bytes);
+    size_t pair = total >= PAIR_MIN_BYTES ? 65536 * sizeof(uint32_t) : 0;
+    int temporary;
+    uint8_t *memory = scratch_get(pair + bound + 2 * line, &temporary);
+    *allocation = temporary ? memory : NULL;
     if (!memory) return 0;
-    Image im = {data, height, row_bytes, bpp, memory + bound, memory + bound + line};
+    /* the two-literal table first, aligned as malloc aligns; then the output, two lines */
+    uint8_t *out = memory + pair;
+    Image im = {data, height, row_bytes, bpp, out + bound, out + bound + line, pair ? (uint32_t *)memory : NULL};
     memset(im.zero, 0, row_bytes);
     int kind = choose_filter(&im);
-    long long size = write_huffman(&im, kind, memory, stored);
-    *result = memory;
-    return size >= 0 ? (size_t)size : write_stored(&im, kind, memory);
+    long long size = write_huffman(&im, kind, out, stored);
+    *result = out;
+    return size >= 0 ? (size_t)size : write_stored(&im, kind, out);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -729,15 +820,14 @@ static PyObject *deflate_image(PyObject *self, PyObject *args) {
         PyBuffer_Release(&view);
         return NULL;
     }
-    uint8_t *memory = NULL;
-    int temporary = 0;
+    uint8_t *stream = NULL, *allocation = NULL;
     size_t size;
     Py_BEGIN_ALLOW_THREADS;
-    size = encode(view.buf, (size_t)height, (size_t)row_bytes, (size_t)bpp, &memory, &temporary);
+    size = encode(view.buf, (size_t)height, (size_t)row_bytes, (size_t)bpp, &stream, &allocation);
     Py_END_ALLOW_THREADS;
     PyBuffer_Release(&view);
     if (size == 0) {
-        if (temporary) free(memory);
+        free(allocation);
         return PyErr_NoMemory();
     }
     /* The copy into the new object runs without the GIL too: on a large image, its page
@@ -746,10 +836,10 @@ static PyObject *deflate_image(PyObject *self, PyObject *args) {
     if (out) {
         char *target = PyBytes_AS_STRING(out);
         Py_BEGIN_ALLOW_THREADS;
-        memcpy(target, memory, size);
+        memcpy(target, stream, size);
         Py_END_ALLOW_THREADS;
     }
-    if (temporary) free(memory);
+    free(allocation);
     return out;
 }
 

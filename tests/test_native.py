@@ -333,3 +333,14 @@ def test_gil_probe_catches_a_native_call_that_holds_the_gil(monkeypatch: pytest.
     monkeypatch.setattr(codec, "native_deflate", holding)
     ratio = gil_ratio(lambda: encode_png(image), attempts=1)
     assert ratio > 0.25, f"the probe missed a GIL held for most of the encode ({ratio:.0%})"
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_large_photo_like_images(channels: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Over 64 KiB the extension codes two literals per table lookup: the same stream rules."""
+    rng = np.random.default_rng(channels)
+    y, x = np.mgrid[0:400, 0:300]
+    waves = ((np.sin(x / 17) + np.cos(y / 23)) * 60 + 120).astype(np.uint8)[..., None]
+    image = waves + rng.integers(0, 12, (400, 300, channels), dtype=np.uint8)
+    image[50:120, 30:200] = 0  # zero runs inside a large image
+    check(image if channels > 1 else image[..., 0], monkeypatch, tmp_path)
