@@ -615,7 +615,8 @@ static size_t sample_rows(size_t height, size_t *first, size_t *step) {
     return count < SAMPLE_ROWS ? count : SAMPLE_ROWS;
 }
 
-static int choose_filter(const Image *im) {
+/* The filter, and in *residual the mean |residual| per byte of the sampled rows with it. */
+static int choose_filter(const Image *im, double *residual) {
     size_t first, step, rows = sample_rows(im->height, &first, &step);
     int candidates = im->height < 2 ? 2 : N_FILTERS, best = 0;
     uint64_t best_cost = UINT64_MAX;
@@ -627,6 +628,7 @@ static int choose_filter(const Image *im) {
         }
         if (total < best_cost) best_cost = total, best = kind;
     }
+    *residual = (double)best_cost / (double)(rows * im->row_bytes);
     return best;
 }
 
@@ -779,8 +781,8 @@ static uint8_t *scratch_get(size_t size, int *temporary) {
 
 /* The zlib stream of the image, at *result; 0 on failure to allocate (no exception set: the
  * GIL is released). *allocation: memory the caller frees, or NULL (the thread's scratch). */
-static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_t bpp, uint8_t **result,
-                     uint8_t **allocation) {
+static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_t bpp, double flat,
+                     uint8_t **result, uint8_t **allocation) {
     size_t stored = stored_size(height * (1 + row_bytes)), bound = stored + HEADER_MAX + SLACK;
     size_t line = (1 + row_bytes + 15) & ~(size_t)15, total = height * (1 + row_bytes);
     size_t pair = total >= PAIR_MIN_BYTES ? 65536 * sizeof(uint32_t) : 0;
@@ -792,7 +794,10 @@ static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_
     uint8_t *out = memory + pair;
     Image im = {data, height, row_bytes, bpp, out + bound, out + bound + line, pair ? (uint32_t *)memory : NULL};
     memset(im.zero, 0, row_bytes);
-    int kind = choose_filter(&im);
+    double residual;
+    int kind = choose_filter(&im, &residual);
+    *result = NULL;
+    if (residual < flat) return 1; /* the caller uses another deflate */
     long long size = write_huffman(&im, kind, out, stored);
     *result = out;
     return size >= 0 ? (size_t)size : write_stored(&im, kind, out);
@@ -802,16 +807,18 @@ static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_
  * Python interface.
  * ---------------------------------------------------------------------------------------- */
 PyDoc_STRVAR(deflate_image_doc,
-             "deflate_image(data, height, row_bytes, bpp, /) -> bytes\n\n"
+             "deflate_image(data, height, row_bytes, bpp, flat=0.0, /) -> bytes | None\n\n"
              "The zlib stream (PNG IDAT payload) of `height` rows of `row_bytes` 8-bit sample bytes\n"
-             "held C-contiguously in `data` (any buffer), `bpp` bytes per pixel (1..8). The GIL is\n"
-             "released while it works.");
+             "held C-contiguously in `data` (any buffer), `bpp` bytes per pixel (1..8). None when\n"
+             "the sampled rows' mean |residual| per byte is under `flat` (mask-like images, which an\n"
+             "LZ77 deflate codes much smaller). The GIL is released while it works.");
 
 static PyObject *deflate_image(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t height, row_bytes, bpp;
+    double flat = 0.0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*nnn:deflate_image", &view, &height, &row_bytes, &bpp)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*nnn|d:deflate_image", &view, &height, &row_bytes, &bpp, &flat)) return NULL;
     if (height < 1 || row_bytes < 1 || bpp < 1 || bpp > 8 || view.len / row_bytes != height ||
         view.len % row_bytes != 0) {
         PyErr_Format(PyExc_ValueError,
@@ -823,12 +830,16 @@ static PyObject *deflate_image(PyObject *self, PyObject *args) {
     uint8_t *stream = NULL, *allocation = NULL;
     size_t size;
     Py_BEGIN_ALLOW_THREADS;
-    size = encode(view.buf, (size_t)height, (size_t)row_bytes, (size_t)bpp, &stream, &allocation);
+    size = encode(view.buf, (size_t)height, (size_t)row_bytes, (size_t)bpp, flat, &stream, &allocation);
     Py_END_ALLOW_THREADS;
     PyBuffer_Release(&view);
     if (size == 0) {
         free(allocation);
         return PyErr_NoMemory();
+    }
+    if (stream == NULL) {
+        free(allocation);
+        Py_RETURN_NONE;
     }
     /* The copy into the new object runs without the GIL too: on a large image, its page
      * faults take milliseconds. */

@@ -123,6 +123,19 @@ def test_round_trip_contents(
         assert len(stream) < raw / 10, f"{kind}: {len(stream)} bytes of {raw}: zero runs not coded as matches"
 
 
+def test_mask_like_images_go_to_an_lz77_deflate() -> None:
+    """Under ``flat`` mean |residual| the extension declines; png.py then uses ISA-L."""
+    rng = np.random.default_rng(9)
+    mask = np.repeat(np.repeat(rng.integers(0, 21, (16, 16), dtype=np.uint8), 32, axis=0), 32, axis=1)
+    assert native.deflate_image(mask, 512, 512, 1, 1.0) is None
+    stream = native.deflate_image(mask, 512, 512, 1)  # without the limit: coded natively
+    assert stream is not None
+    assert zlib.decompress(stream)[: 1 + 512] == zlib.decompress(idat(encode_png(mask)))[: 1 + 512]
+    assert len(idat(encode_png(mask))) < len(stream)
+    photo_like = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    assert native.deflate_image(photo_like, 64, 64, 1, 1.0) is not None
+
+
 def test_noise_is_stored_and_never_larger_than_raw(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     for shape in [(1, 1, 1), (3, 5, 3), (512, 512, 3), (1, 70000, 1), (200, 400, 4)]:
@@ -326,9 +339,9 @@ def test_gil_probe_catches_a_native_call_that_holds_the_gil(monkeypatch: pytest.
     sum(range(1_000_000))
     count = int(1_000_000 * 2 * seconds / (time.perf_counter() - start))
 
-    def holding(samples: np.ndarray, bpp: int) -> bytes:
+    def holding(samples: np.ndarray, bpp: int, flat: float = 0.0) -> bytes | None:
         sum(range(count))
-        return real(samples, bpp)
+        return real(samples, bpp, flat)
 
     monkeypatch.setattr(codec, "native_deflate", holding)
     ratio = gil_ratio(lambda: encode_png(image), attempts=1)
