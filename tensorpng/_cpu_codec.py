@@ -92,7 +92,7 @@ def native_deflate(samples: np.ndarray, bpp: int, flat: float = 0.0) -> bytes | 
     zeros only makes masks about 3x larger than an LZ77 deflate does, at no gain in speed."""
     assert _native is not None
     height, row_bytes = samples.shape
-    return _native.deflate_image(samples, height, row_bytes, bpp, flat)  # type: ignore[no-any-return]
+    return _native.deflate_image(samples, height, row_bytes, bpp, flat)
 
 
 def deflate_deep(scanlines: np.ndarray) -> bytes:
