@@ -178,7 +178,15 @@ def draw_chart(table: dict[str, dict[str, tuple[float, float]]], path: Path) -> 
     """A bar chart, drawn with OpenCV into a NumPy raster and written by tensorpng: MB/s (log
     scale) and size (% of raw) per encoder and image set."""
     labels = list(ENCODERS)
-    colors = [(31, 119, 180), (120, 170, 210), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+    colors = [
+        (31, 119, 180),
+        (120, 170, 210),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+    ]
     sets = list(table)
     width, panel = 1200, 330
     image = np.full((2 * panel + 110, width, 3), 255, dtype=np.uint8)
@@ -267,7 +275,12 @@ def main() -> None:
     photos, gray16 = table["photos"], table["gray16"]
     checks = [
         ("photos: >= 1.3x fpng", photos["native"][0] / photos["fpng"][0], 1.3, ">="),
-        ("photos, encoder alone (encode_png): >= 1.3x fpng", photos["native png"][0] / photos["fpng"][0], 1.3, ">="),
+        (
+            "photos, encoder alone (encode_png): >= 1.3x fpng",
+            photos["native png"][0] / photos["fpng"][0],
+            1.3,
+            ">=",
+        ),
         ("photos: >= 60x Pillow default", photos["native"][0] / photos["pillow 6"][0], 60, ">="),
         ("photos: size <= 1.10x Pillow default", photos["native"][1] / photos["pillow 6"][1], 1.10, "<="),
         ("gray16: size <= 1.02x Pillow default", gray16["native"][1] / gray16["pillow 6"][1], 1.02, "<="),

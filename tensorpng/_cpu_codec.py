@@ -3,7 +3,8 @@
 * 8-bit images (palette ones included): the native extension ``tensorpng._native`` (filter
   choice, filtering, Huffman coding and Adler-32 in C, the GIL released) when it was built,
   else NumPy filters + ISA-L level 1 (zlib without ``isal``).
-* 16-bit images: NumPy filters + libdeflate level 1 (the ``deflate`` package), else ISA-L
+* 16-bit images: the extension's filters (NumPy's without it) + libdeflate level 1 (the
+  ``deflate`` package), else ISA-L
   level 1 with its full 32 KiB window. Chosen by measurement (see README, "The native
   encoder"): byte pairs need LZ matches that Huffman-only coding lacks, and libdeflate 1 was
   the only one within 2% of Pillow's default size on every 16-bit test image, at 9-18x its speed.
@@ -64,7 +65,7 @@ def requested() -> str:
 def method(bit_depth: int) -> Method:
     """The path that encodes an image of ``bit_depth`` (1..16) with ``compression="fast"``."""
     choice = requested()
-    if bit_depth > 8 or choice == "numpy":
+    if choice == "numpy":
         return "numpy"
     if _native is not None:
         return "native"
@@ -93,6 +94,16 @@ def native_deflate(samples: np.ndarray, bpp: int, flat: float = 0.0) -> bytes | 
     assert _native is not None
     height, row_bytes = samples.shape
     return _native.deflate_image(samples, height, row_bytes, bpp, flat)
+
+
+def native_filter(samples: np.ndarray, bpp: int) -> np.ndarray:
+    """``H x (1+n)`` scanlines of ``H x n`` C-contiguous sample bytes, filtered by the extension
+    as the NumPy path would filter them (same filter, same residuals); releases the GIL."""
+    assert _native is not None
+    height, row_bytes = samples.shape
+    lines = np.empty((height, row_bytes + 1), dtype=np.uint8)
+    _native.filter_image(samples, height, row_bytes, bpp, lines)
+    return lines
 
 
 def deflate_deep(scanlines: np.ndarray) -> bytes:
@@ -132,6 +143,7 @@ def describe() -> list[str]:
     else:
         why = {"numpy": f"forced by {ENV}=numpy"}.get(choice, "the extension is not available")
         lines.append(f"8-bit encoder: NumPy filters + {shallow} - {why}")
-    lines.append(f"16-bit encoder: NumPy filters + {deep_backend()}")
+    filters = "native" if active == "native" else "NumPy"
+    lines.append(f"16-bit encoder: {filters} filters + {deep_backend()}")
     lines.append(f"machine: {platform.machine()}, Python {platform.python_version()}")
     return lines

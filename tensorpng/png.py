@@ -515,17 +515,15 @@ def filter_png(
 
 def finish_png(filtered: FilteredPNG) -> bytes:
     """The second stage of :func:`encode_png`: deflate, ``IDAT`` and ``IEND``."""
-    lines = filtered.scanlines
-    native = (
-        _cpu_codec.native_deflate(lines, filtered.native_bpp, FLAT_RESIDUAL) if filtered.native_bpp else None
-    )
+    lines, bpp = filtered.scanlines, filtered.native_bpp
+    native = _cpu_codec.native_deflate(lines, bpp, FLAT_RESIDUAL) if bpp and filtered.bit_depth <= 8 else None
     if native is not None:
         compressed = native
-    elif filtered.native_bpp:  # mask-like: NumPy filters + ISA-L, here on this thread
-        scanlines, residual = _filtered_fast(lines[None], filtered.native_bpp)
+    elif bpp and filtered.bit_depth <= 8:  # mask-like: NumPy filters + ISA-L, here on this thread
+        scanlines, residual = _filtered_fast(lines[None], bpp)
         compressed = _deflate_fast(scanlines, residual)
-    elif filtered.compression == "fast" and filtered.bit_depth > 8:
-        compressed = _cpu_codec.deflate_deep(lines)
+    elif filtered.compression == "fast" and filtered.bit_depth > 8:  # 16-bit: filters, libdeflate
+        compressed = _cpu_codec.deflate_deep(_cpu_codec.native_filter(lines, bpp) if bpp else lines)
     elif filtered.compression == "fast":
         compressed = _deflate_fast(lines, filtered.residual)
     elif filtered.compression == "small":
