@@ -1,29 +1,34 @@
-"""Benchmark tensorpng's PNG encoder against Pillow, OpenCV and imagecodecs.
+"""Benchmark tensorpng's CPU encoders against fpng, Pillow and OpenCV, on one core.
 
-Run with ``python benchmarks/encode.py``. For every image it prints the single-thread
-throughput in MB/s of raw pixel bytes (median of several runs) and the output size as a
-percentage of the raw bytes, for:
+Run with ``python benchmarks/encode.py [--quick]``. Encoders, all timed through their public
+call (``tensorpng.encode`` with its real per-call overhead), interleaved in every round so that
+a machine that slows down or speeds up affects them alike:
 
-* ours ``compression="fast"`` and ``compression="small"``,
-* Pillow ``compress_level=6`` (its default) and ``compress_level=1``,
-* OpenCV ``cv2.imencode(".png", ...)`` with its default parameters (RGB is turned into BGR
-  before timing starts),
-* imagecodecs ``png_encode`` with its default parameters.
+* ``native``: tensorpng with the C extension (``TENSORPNG_CPU_ENCODER=auto``);
+* ``native png``: the same encoder through ``tensorpng.png.encode_png``, without
+  ``tensorpng.encode``'s per-call work (option parsing, the min/max and JSON of the metadata
+  record): what the encoder itself does;
+* ``numpy+isal``: tensorpng's NumPy filters + ISA-L (``TENSORPNG_CPU_ENCODER=numpy``);
+* ``fpng`` (the ``fpng`` package; 8-bit RGB/RGBA only);
+* Pillow at its default level (6) and at level 1;
+* OpenCV ``imencode`` with its defaults (RGB turned into BGR before timing).
 
-Then it prints ours ("fast") against Pillow level 6 and OpenCV (throughput ratios) and the
-size ratio ours/Pillow-6, with a summary row over the four photos (total bytes over total
-time), the targets the project sets, and a 2-thread vs 1-thread scaling figure for ours.
+Image sets: five real photos (scikit-image), sixteen 256x256 crops of them, an RGBA photo, a
+512x512 segmentation mask, and 16-bit gray (camera x 257, a smooth field). For every set and
+encoder it prints MB/s of raw pixels (median over rounds, with the spread: lowest and highest
+round) and the output size as % of raw; then native's ratios and the issue's targets, the
+per-call time on a 64x64 image, and draws ``docs/encode-speed.png``.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,22 +36,27 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2
+import fpng
 import imagecodecs
 import skimage.data
 from PIL import Image
 
-from photos import thread_scaling
-from tensorpng.png import deflate_backend, encode_png
+import tensorpng
+from photos import photo_crops
+from tensorpng import _cpu_codec
+from tensorpng.png import encode_png
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "camera")
-# Timing: rounds in which every encoder runs for about ROUND_SECONDS (at least once), about
-# IMAGE_SECONDS in all per image, between MIN_ROUNDS and MAX_ROUNDS rounds.
-ROUND_SECONDS = 0.02
-IMAGE_SECONDS = 2.5
-MIN_ROUNDS = 7
-MAX_ROUNDS = 41
-
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+ROOT = Path(__file__).resolve().parents[1]
 Encoder = Callable[[np.ndarray], bytes]
+
+
+def _with_path(path: str) -> Encoder:
+    def encode(image: np.ndarray) -> bytes:
+        os.environ[_cpu_codec.ENV] = path
+        return tensorpng.encode(image)
+
+    return encode
 
 
 def _pillow(level: int) -> Encoder:
@@ -64,8 +74,7 @@ def _opencv(image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def _to_bgr(image: np.ndarray) -> np.ndarray:
-    """RGB(A) to BGR(A) for OpenCV, done once outside the timed region."""
+def _bgr(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 3:
         return np.ascontiguousarray(image[..., ::-1])
     if image.ndim == 3 and image.shape[2] == 4:
@@ -73,24 +82,23 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _native_alone(image: np.ndarray) -> bytes:
+    os.environ[_cpu_codec.ENV] = "auto"
+    return encode_png(image)
+
+
 ENCODERS: dict[str, Encoder] = {
-    "ours fast": lambda image: encode_png(image, compression="fast"),
-    "ours small": lambda image: encode_png(image, compression="small"),
+    "native": _with_path("auto"),
+    "native png": _native_alone,
+    "numpy+isal": _with_path("numpy"),
+    "fpng": fpng.from_ndarray,
     "pillow 6": _pillow(6),
     "pillow 1": _pillow(1),
     "opencv": _opencv,
-    "imagecodecs": lambda image: bytes(imagecodecs.png_encode(image)),
 }
 
 
-@dataclass
-class Result:
-    seconds: float  # median time of one encode
-    size: int  # encoded bytes
-
-
-def _segmentation_mask(rng: np.random.Generator) -> np.ndarray:
-    """512x512 labels 0..20 in blocky regions, like a semantic segmentation map."""
+def _mask(rng: np.random.Generator) -> np.ndarray:
     mask = np.zeros((512, 512), dtype=np.uint8)
     for _ in range(60):
         top, left = rng.integers(0, 480, size=2)
@@ -99,122 +107,192 @@ def _segmentation_mask(rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def images() -> dict[str, np.ndarray]:
+def image_sets() -> dict[str, list[np.ndarray]]:
     rng = np.random.default_rng(0)
-    out = {name: np.ascontiguousarray(getattr(skimage.data, name)()) for name in PHOTOS}
-    out["mask"] = _segmentation_mask(rng)
-    out["noise"] = rng.integers(0, 256, size=(512, 512, 3), dtype=np.uint8)
-    camera = skimage.data.camera().astype(np.uint16)
-    out["camera16"] = camera * 256 + rng.integers(0, 256, size=camera.shape, dtype=np.uint16)
-    return out
+    photos = [np.ascontiguousarray(getattr(skimage.data, name)()) for name in PHOTOS]
+    astronaut = photos[0]
+    alpha = (np.add.outer(np.arange(512), np.arange(512)) // 4 % 256).astype(np.uint8)
+    y, x = np.mgrid[0:512, 0:512]
+    smooth = (32767 + 30000 * np.cos(x / 40) * np.sin(y / 55)).astype(np.uint16)
+    return {
+        "photos": photos,
+        "crops 256": list(photo_crops(16, 256)),
+        "rgba": [np.dstack([astronaut, alpha])],
+        "mask": [_mask(rng)],
+        "gray16": [skimage.data.camera().astype(np.uint16) * 257, smooth],
+    }
 
 
-def measure(encoders: dict[str, Encoder], inputs: dict[str, np.ndarray]) -> dict[str, Result]:
-    """Median single-thread time of every encoder on its input, measured round-robin.
+def supported(label: str, images: list[np.ndarray]) -> bool:
+    if label == "fpng":  # 8-bit RGB / RGBA only
+        return all(
+            image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (3, 4) for image in images
+        )
+    if label.startswith("pillow"):  # Pillow writes no 16-bit RGB
+        return all(image.dtype == np.uint8 or image.ndim == 2 for image in images)
+    return True
 
-    Every round times each encoder in turn (repeated to fill ``ROUND_SECONDS`` when it is
-    fast), so that a machine that slows down or speeds up during the run (other processes,
-    clock changes) affects every encoder alike and the ratios stay meaningful.
-    """
-    sizes, repeats = {}, {}
-    for label, encode in encoders.items():
-        encode(inputs[label])  # warm up (imports, first-call allocations)
+
+def measure(images: list[np.ndarray], rounds: int) -> dict[str, tuple[list[float], int]]:
+    """Per encoder: the seconds of each round (every image once), and the total output size."""
+    inputs = {label: [_bgr(image) for image in images] if label == "opencv" else images for label in ENCODERS}
+    labels = [label for label in ENCODERS if supported(label, images)]
+    sizes = {label: sum(len(ENCODERS[label](image)) for image in inputs[label]) for label in labels}
+    for image in images:  # never benchmark a broken encoder
+        for label in ("native", "native png", "numpy+isal"):
+            decoded = np.asarray(imagecodecs.png_decode(ENCODERS[label](image)))
+            assert np.array_equal(decoded, image), label
+    repeats = {}
+    for label in labels:  # repeat fast encoders within a round to about 30 ms
         t0 = time.perf_counter()
-        sizes[label] = len(encode(inputs[label]))
-        repeats[label] = max(1, int(ROUND_SECONDS / max(time.perf_counter() - t0, 1e-6)))
-    per_round = sum(1 for _ in encoders) * ROUND_SECONDS
-    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(IMAGE_SECONDS / per_round)))
-    samples: dict[str, list[float]] = {label: [] for label in encoders}
+        for image in inputs[label]:
+            ENCODERS[label](image)
+        repeats[label] = max(1, int(0.03 / max(time.perf_counter() - t0, 1e-6)))
+    seconds: dict[str, list[float]] = {label: [] for label in labels}
     for _ in range(rounds):
-        for label, encode in encoders.items():
-            image, count = inputs[label], repeats[label]
+        for label in labels:
+            encode, count = ENCODERS[label], repeats[label]
             t0 = time.perf_counter()
             for _ in range(count):
-                encode(image)
-            samples[label].append((time.perf_counter() - t0) / count)
-    return {label: Result(statistics.median(samples[label]), sizes[label]) for label in encoders}
+                for image in inputs[label]:
+                    encode(image)
+            seconds[label].append((time.perf_counter() - t0) / count)
+    return {label: (seconds[label], sizes[label]) for label in labels}
 
 
-def _check_round_trip(name: str, image: np.ndarray) -> None:
-    """Guard against benchmarking a broken encoder: both of ours must decode exactly."""
-    for compression in ("fast", "small"):
-        decoded = np.asarray(imagecodecs.png_decode(encode_png(image, compression=compression)))
-        if decoded.dtype != image.dtype or not np.array_equal(decoded, image):
-            raise SystemExit(f"{name}: compression={compression!r} does not round-trip")
+def per_call(rounds: int) -> dict[str, float]:
+    """Median microseconds per encode of a 64x64 RGB crop."""
+    crop = np.ascontiguousarray(skimage.data.astronaut()[200:264, 200:264])
+    calls = {"native": crop, "native png": crop, "numpy+isal": crop, "fpng": crop, "opencv": _bgr(crop)}
+    samples: dict[str, list[float]] = {label: [] for label in calls}
+    for _ in range(rounds):
+        for label, image in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(200):
+                ENCODERS[label](image)
+            samples[label].append((time.perf_counter() - t0) / 200 * 1e6)
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
+def draw_chart(table: dict[str, dict[str, tuple[float, float]]], path: Path) -> None:
+    """A bar chart, drawn with OpenCV into a NumPy raster and written by tensorpng: MB/s (log
+    scale) and size (% of raw) per encoder and image set."""
+    labels = list(ENCODERS)
+    colors = [
+        (31, 119, 180),
+        (120, 170, 210),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+    ]
+    sets = list(table)
+    width, panel = 1200, 330
+    image = np.full((2 * panel + 110, width, 3), 255, dtype=np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    group = (width - 120) / len(sets)
+    bar = group * 0.8 / len(labels)
+    for row, (title, index, top_value) in enumerate(
+        (("MB/s of raw pixels, one core (log scale)", 0, 5000.0), ("output size, % of raw", 1, 100.0))
+    ):
+        y0, y1 = 40 + row * panel, 40 + row * panel + panel - 70
+        cv2.putText(image, title, (60, y0 - 12), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.line(image, (60, y1), (width - 40, y1), (0, 0, 0), 1)
+        for s, name in enumerate(sets):
+            x0 = 70 + s * group
+            if row == 1:
+                cv2.putText(image, name, (int(x0), y1 + 22), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+            for k, label in enumerate(labels):
+                if label not in table[name]:
+                    continue
+                value = table[name][label][index]
+                if index == 0:
+                    fraction = np.log10(max(value, 1.0)) / np.log10(top_value)
+                else:
+                    fraction = value / top_value
+                left = int(x0 + k * bar)
+                top = int(y1 - fraction * (y1 - y0 - 10))
+                cv2.rectangle(image, (left, top), (int(left + bar - 2), y1), colors[k], -1)
+                text = f"{value:.0f}"
+                cv2.putText(image, text, (left, top - 4), font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+    for k, label in enumerate(labels):  # legend
+        x = 60 + k * 160
+        y = 2 * panel + 80
+        cv2.rectangle(image, (x, y - 12), (x + 14, y + 2), colors[k], -1)
+        cv2.putText(image, label, (x + 20, y), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensorpng.save(image, path, overwrite=True)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (median over them)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, for a smoke test")
+    parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "encode-speed.png")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else args.rounds
     cv2.setNumThreads(1)
-    data = images()
-    results: dict[str, dict[str, Result]] = {}
-    for name, image in data.items():
-        _check_round_trip(name, image)
-        bgr = _to_bgr(image)
-        results[name] = measure(ENCODERS, {label: bgr if label == "opencv" else image for label in ENCODERS})
-
-    cpu = os.cpu_count()
-    print(f"tensorpng PNG encode benchmark: deflate backend {deflate_backend()!r}, {cpu} CPUs, single thread")
-    print("cells: MB/s of raw pixel bytes (median) / output size as % of raw\n")
-    label_width = 20
-    header = f"{'image':<{label_width}}" + "".join(f"{label:>18}" for label in ENCODERS)
-    print(header)
-    print("-" * len(header))
-    for name, row in results.items():
-        image = data[name]
-        shape = "x".join(map(str, image.shape))
+    os.environ[_cpu_codec.ENV] = "auto"
+    print(f"tensorpng encode benchmark, one thread, {os.cpu_count()} CPUs; {rounds} interleaved rounds")
+    for line in _cpu_codec.describe():
+        print(f"  {line}")
+    print("cells: MB/s of raw pixels, median [lowest-highest round] / output size as % of raw\n")
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    print(f"{'set':<11}" + "".join(f"{label:>24}" for label in ENCODERS))
+    for name, images in image_sets().items():
+        raw = sum(image.nbytes for image in images)
+        results = measure(images, rounds)
+        table[name] = {}
         cells = []
-        for result in row.values():
-            rate = image.nbytes / result.seconds / 1e6
-            cells.append(f"{rate:9.1f} {100 * result.size / image.nbytes:6.1f}%")
-        print(f"{name + ' ' + shape:<{label_width}}"[:label_width] + "".join(f"{c:>18}" for c in cells))
-    photo_bytes = sum(data[name].nbytes for name in PHOTOS)
-    cells = []
-    for label in ENCODERS:
-        seconds = sum(results[name][label].seconds for name in PHOTOS)
-        size = sum(results[name][label].size for name in PHOTOS)
-        cells.append(f"{photo_bytes / seconds / 1e6:9.1f} {100 * size / photo_bytes:6.1f}%")
-    print(f"{'PHOTOS (all)':<{label_width}}" + "".join(f"{c:>18}" for c in cells))
+        for label in ENCODERS:
+            if label not in results:
+                cells.append("n/a")
+                continue
+            seconds, size = results[label]
+            rate = raw / statistics.median(seconds) / 1e6
+            low, high = raw / max(seconds) / 1e6, raw / min(seconds) / 1e6
+            table[name][label] = (rate, 100 * size / raw)
+            cells.append(f"{rate:.0f} [{low:.0f}-{high:.0f}] / {100 * size / raw:.1f}%")
+        print(f"{name:<11}" + "".join(f"{cell:>24}" for cell in cells))
 
-    print("\nours fast vs others: throughput ratios (higher is better), size ratio (lower is better)")
-    print(f"{'image':<14}{'x pillow 6':>12}{'x opencv':>12}{'x pillow 1':>12}{'size/pil6':>12}")
+    print("\nnative against the others: speed ratio (x faster) / size ratio (native size / theirs)")
+    print(f"{'set':<11}" + "".join(f"{label:>16}" for label in ENCODERS if label != "native"))
+    for name, row in table.items():
+        native_rate, native_size = row["native"]
+        cells = [
+            f"{native_rate / row[label][0]:.2f}x / {native_size / row[label][1]:.3f}"
+            if label in row
+            else "n/a"
+            for label in ENCODERS
+            if label != "native"
+        ]
+        print(f"{name:<11}" + "".join(f"{cell:>16}" for cell in cells))
 
-    def ratios(names: tuple[str, ...]) -> tuple[float, float, float, float]:
-        def total_time(label: str) -> float:
-            return sum(results[n][label].seconds for n in names)
+    calls = per_call(rounds)
+    print("\nper call, 64x64 RGB: " + ", ".join(f"{label} {value:.0f} us" for label, value in calls.items()))
 
-        def total_size(label: str) -> int:
-            return sum(results[n][label].size for n in names)
-
-        ours = total_time("ours fast")
-        return (
-            total_time("pillow 6") / ours,
-            total_time("opencv") / ours,
-            total_time("pillow 1") / ours,
-            total_size("ours fast") / total_size("pillow 6"),
-        )
-
-    for name in results:
-        p6, cv, p1, size = ratios((name,))
-        print(f"{name:<14}{p6:>11.1f}x{cv:>11.1f}x{p1:>11.1f}x{size:>12.3f}")
-    p6, cv, p1, size = ratios(PHOTOS)
-    print(f"{'PHOTOS (all)':<14}{p6:>11.1f}x{cv:>11.1f}x{p1:>11.1f}x{size:>12.3f}")
-    mask_p6 = ratios(("mask",))[0]
-
-    print("\ntargets:")
+    photos, gray16 = table["photos"], table["gray16"]
     checks = [
-        ("photos: >= 25x pillow 6 throughput", p6 >= 25, f"{p6:.2f}x"),
-        ("photos: >= 3x opencv throughput", cv >= 3, f"{cv:.2f}x"),
-        ("photos: size <= 1.10x pillow 6", size <= 1.10, f"{size:.3f}x"),
-        ("mask: >= 10x pillow 6 throughput", mask_p6 >= 10, f"{mask_p6:.2f}x"),
+        ("photos: >= 1.3x fpng", photos["native"][0] / photos["fpng"][0], 1.3, ">="),
+        (
+            "photos, encoder alone (encode_png): >= 1.3x fpng",
+            photos["native png"][0] / photos["fpng"][0],
+            1.3,
+            ">=",
+        ),
+        ("photos: >= 60x Pillow default", photos["native"][0] / photos["pillow 6"][0], 60, ">="),
+        ("photos: size <= 1.10x Pillow default", photos["native"][1] / photos["pillow 6"][1], 1.10, "<="),
+        ("gray16: size <= 1.02x Pillow default", gray16["native"][1] / gray16["pillow 6"][1], 1.02, "<="),
+        ("gray16: > 10x Pillow default", gray16["native"][0] / gray16["pillow 6"][0], 10, ">="),
+        ("64x64: per call no slower than OpenCV", calls["opencv"] / calls["native"], 1.0, ">="),
     ]
-    for text, ok, value in checks:
-        print(f"  [{'met' if ok else 'MISSED'}] {text}: {value}")
-
-    one, two = thread_scaling(data["astronaut"])
-    print(
-        f"\nthread scaling, ours fast on astronaut (medians of 5 alternating runs): 1 thread "
-        f"{one:.0f} MB/s, 2 threads {two:.0f} MB/s -> {two / one:.2f}x (machine has {cpu} CPUs)"
-    )
+    print("\ntargets (issue 16):")
+    for text, value, bound, sense in checks:
+        ok = value >= bound if sense == ">=" else value <= bound
+        print(f"  [{'met' if ok else 'MISSED'}] {text}: {value:.3f}")
+    draw_chart(table, args.chart)
+    print(f"\nchart: {args.chart}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m tensorpng convert ...``: the command line."""
+"""``python -m tensorpng convert ...`` and ``python -m tensorpng info``: the command line."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Command line: ``tensorpng convert INPUT... -o OUTDIR [options]``.
+"""Command line: ``tensorpng convert INPUT... -o OUTDIR [options]``, and ``tensorpng info``.
 
 Turns saved tensor files (``.pt``/``.pth``, ``.npy``, ``.npz``, ``.safetensors``) into PNG
 files, loading them safely (see :mod:`tensorpng.loaders`). Exit codes: 0 success, 1 some
@@ -86,7 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands.add_parser("info", help="show which encoders are active, and why", description=info.__doc__)
     return parser
+
+
+def info() -> int:
+    """Print the version, the CPU encoder and deflate back ends in use, and why."""
+    from . import __version__, _cpu_codec
+
+    print(f"tensorpng {__version__}")
+    for line in _cpu_codec.describe():
+        print(line)
+    return 0
 
 
 def input_labels(inputs: list[Path]) -> dict[Path, str]:
@@ -246,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tensorpng`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "info":
+        return info()
     try:
         if args.workers is not None and args.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {args.workers}")

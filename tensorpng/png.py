@@ -20,6 +20,7 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 
+from . import _cpu_codec
 from ._png_chunks import (
     MAX_DIMENSION,
     SIGNATURE,
@@ -439,6 +440,10 @@ class FilteredPNG:
     scanlines: np.ndarray  # H x (1 + n) uint8: each row's filter byte, then its filtered bytes
     compression: Compression
     residual: float  # mean |residual| per byte of the sampled rows (picks the deflate window)
+    # With the native encoder (see _cpu_codec): bytes per pixel, and ``scanlines`` holds the
+    # H x n unfiltered sample bytes, which the extension filters and deflates in stage 2.
+    native_bpp: int = 0
+    bit_depth: int = 8
 
 
 def filter_png(
@@ -465,8 +470,16 @@ def filter_png(
 
 def finish_png(filtered: FilteredPNG) -> bytes:
     """The second stage of :func:`encode_png`: deflate, ``IDAT`` and ``IEND``."""
-    lines = filtered.scanlines
-    if filtered.compression == "fast":
+    lines, bpp = filtered.scanlines, filtered.native_bpp
+    native = _cpu_codec.native_deflate(lines, bpp, FLAT_RESIDUAL) if bpp and filtered.bit_depth <= 8 else None
+    if native is not None:
+        compressed = native
+    elif bpp and filtered.bit_depth <= 8:  # mask-like: NumPy filters + ISA-L, here on this thread
+        scanlines, residual = _filtered_fast(lines[None], bpp)
+        compressed = _deflate_fast(scanlines, residual)
+    elif filtered.compression == "fast" and filtered.bit_depth > 8:  # 16-bit: filters, libdeflate
+        compressed = _cpu_codec.deflate_deep(_cpu_codec.native_filter(lines, bpp) if bpp else lines)
+    elif filtered.compression == "fast":
         compressed = _deflate_fast(lines, filtered.residual)
     elif filtered.compression == "small":
         compressed = _deflate_small(lines)
@@ -498,15 +511,17 @@ def _filter_scanlines(
     The other keywords are the IHDR fields; ``before_idat`` are complete chunks (e.g.
     ``PLTE``) written after IHDR and the text chunks, before the image data.
     """
-    residual = 0.0
-    if compression == "fast":
+    residual, native_bpp = 0.0, 0
+    if compression == "fast" and _cpu_codec.method(bit_depth) == "native":
+        lines, native_bpp = _interleaved_bytes(planes, distance)  # the extension filters them
+    elif compression == "fast":
         lines, residual = _filtered_fast(planes, distance)
     elif compression == "small":
         lines = _filtered_adaptive(*_interleaved_bytes(planes, distance))
     else:
         lines = _scanlines(planes, FILTER_NONE)  # the samples as they are, one copy
     head = b"".join((SIGNATURE, ihdr(width, height, bit_depth, color_type), text_chunks(text), *before_idat))
-    return FilteredPNG(head, lines, compression, residual)
+    return FilteredPNG(head, lines, compression, residual, native_bpp, bit_depth)
 
 
 COLOR_TYPE_INDEXED = 3
