@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from ._torchvision import make_grid, save_image
 from ._version import __version__
 from .convert import to_array
 from .errors import (
@@ -45,6 +46,8 @@ __all__ = [
     "encode",
     "encode_png",
     "load",
+    "make_grid",
     "save",
+    "save_image",
     "to_array",
 ]
