@@ -55,7 +55,7 @@ def reference_make_grid(
         return tensor.squeeze(0)
     count = tensor.size(0)
     columns = min(nrow, count)
-    rows = int(math.ceil(float(count) / columns))
+    rows = math.ceil(count / columns)
     height, width = tensor.size(2) + padding, tensor.size(3) + padding
     grid = tensor.new_full((tensor.size(1), height * rows + padding, width * columns + padding), pad_value)
     for k in range(count):
