@@ -44,7 +44,8 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _shared_pool() -> ThreadPoolExecutor:
+def shared_pool() -> ThreadPoolExecutor:
+    """One thread per core, for work that releases the GIL and never waits on this pool."""
     global _pool
     with _pool_lock:
         if _pool is None:
@@ -124,7 +125,7 @@ def deflate_parallel(
     if workers == 1 or len(jobs) == 1:
         results = [_deflate_slice(*job) for job in jobs]
     elif workers is None:
-        results = list(_shared_pool().map(lambda job: _deflate_slice(*job), jobs))
+        results = list(shared_pool().map(lambda job: _deflate_slice(*job), jobs))
     else:
         with ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda job: _deflate_slice(*job), jobs))

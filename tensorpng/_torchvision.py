@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
+from . import _parallel_deflate
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
 from .files import encode, write_atomic
@@ -35,6 +36,8 @@ from .grid import grid_shape
 from .png import Compression
 
 _NORMALIZE_EPSILON = 1e-5  # torchvision's floor on hi - lo
+# torch dtypes whose samples NumPy computes bit for bit as torch does (not float16/bfloat16).
+_NUMPY_EXACT = frozenset({"torch.float32", "torch.float64", "torch.uint8", "torch.bool", "torch.uint16"})
 
 
 def _describe(x: Any) -> str:
@@ -264,6 +267,11 @@ def grid_samples(
         raise OptionError(f"bits must be 8 or 16, got {bits!r}")
     low_high = _check_grid_options(nrow, padding, pad_value, value_range)
     batch, is_torch = _as_nchw(tensor)
+    if is_torch and batch.device.type == "cpu" and str(batch.dtype) in _NUMPY_EXACT:
+        # NumPy's float32/float64 operations round as torch's do (IEEE), and run on the
+        # calling thread: many small torch calls each wake torch's thread pool, which
+        # costs more than the work on a busy machine.
+        batch, is_torch = batch.numpy(), False
     if batch.shape[1] > 4:
         raise ShapeError(
             f"save_image reads C x H x W (channels first) with C in 1..4, got {_describe(batch)}; "
@@ -285,13 +293,20 @@ def grid_samples(
     else:
         grid = np.full(shape, _pad_sample(batch, is_torch, pad_value, maximum, mode), dtype)
     columns = min(nrow, count)
-    for index in range(count):
+
+    def convert(index: int) -> None:
         top = (index // columns) * (height + padding) + padding if count > 1 else 0
         left = (index % columns) * (width + padding) + padding if count > 1 else 0
         tile = grid[:channels, top : top + height, left : left + width]
         _convert_into(tile, batch[index], is_torch, maximum, mode)
         if channels == 1:  # gray becomes RGB: the same samples in three planes
             grid[1:, top : top + height, left : left + width] = tile
+
+    if is_torch or count < 4 or _parallel_deflate.cpu_count() < 2:
+        for index in range(count):
+            convert(index)
+    else:  # NumPy's ufuncs release the GIL: images convert on every core, into disjoint tiles
+        list(_parallel_deflate.shared_pool().map(convert, range(count)))
     return grid
 
 
