@@ -23,6 +23,7 @@ from .errors import (
 )
 from .files import encode, save
 from .load import DecodeError, load
+from .parameters import format_parameters, parse_parameters
 from .png import encode_png
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
 from .writer import Writer, WriterStats
@@ -45,8 +46,10 @@ __all__ = [
     "__version__",
     "encode",
     "encode_png",
+    "format_parameters",
     "load",
     "make_grid",
+    "parse_parameters",
     "save",
     "save_image",
     "to_array",
