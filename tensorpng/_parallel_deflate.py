@@ -53,6 +53,16 @@ def shared_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's threads: it makes its own pool (and lock)."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, Lock()
+
+
+# Not tensorpng.files' pool: its threads call finish_png, and would wait here on themselves.
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def adler32_combine(first: int, second: int, second_length: int) -> int:
     """Adler-32 of ``a + b`` from ``adler32(a)``, ``adler32(b)`` and ``len(b)``.
 

@@ -122,3 +122,18 @@ def test_small_png_keeps_one_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_parallel_deflate, "deflate_parallel", fail)
     image = _big_photo_like(64, 64)
     np.testing.assert_array_equal(decode_imagecodecs(encode_png(image)), image)
+
+
+def test_a_forked_child_deflates_in_parallel() -> None:
+    import multiprocessing
+
+    data = _noisy_rows(100, 999)
+    deflate_parallel(data.data, unit=999, slice_bytes=10_000)  # the parent's pool exists
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        stream = pool.apply_async(_deflate_in_child, (data.tobytes(),)).get(timeout=60)
+    assert zlib.decompress(stream) == data.tobytes()
+
+
+def _deflate_in_child(data: bytes) -> bytes:
+    return deflate_parallel(data, unit=999, slice_bytes=10_000)
