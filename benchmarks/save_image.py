@@ -6,6 +6,7 @@ scikit-image's photos; fixed seed), saved as one 8 x 8 grid (2066 x 2066 RGB).
 Compared, in one run, each writing the grid into a temporary folder:
 
 - ``tensorpng``: ``tensorpng.save_image(batch, path)``.
+- ``tensorpng.save(grid=True)``: the general path, for reference (its own rounding).
 - ``torchvision``: torchvision's arithmetic (``make_grid``, then
   ``grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8)``),
   then ``PIL.Image.fromarray(..).save(path)`` with Pillow's defaults: what
@@ -99,15 +100,19 @@ def main() -> None:
         sizes = ours.stat().st_size, theirs.stat().st_size
 
         # Alternate the two so that a change in machine load affects both alike.
-        times: dict[str, list[float]] = {"tensorpng": [], "torchvision": []}
+        general = Path(folder) / "general.png"
+        times: dict[str, list[float]] = {"tensorpng": [], "save": [], "torchvision": []}
         for _ in range(args.repeat):
             times["tensorpng"].append(median_seconds(lambda: tensorpng_save_image(batch, ours), 1))
+            times["save"].append(median_seconds(lambda: tensorpng.save(batch, general, grid=True), 1))
             times["torchvision"].append(median_seconds(lambda: torchvision_save_image(batch, theirs), 1))
 
     grid = f"{args.batch}x3x{args.size}x{args.size} -> {mine.shape[1]}x{mine.shape[0]} RGB grid"
     print(f"save_image of a {grid}, pixels equal; medians of {args.repeat} runs")
     ours_s, theirs_s = statistics.median(times["tensorpng"]), statistics.median(times["torchvision"])
     print(f"  tensorpng.save_image          {ours_s * 1e3:8.1f} ms  {sizes[0] / 1e6:6.2f} MB")
+    general_s = statistics.median(times["save"])
+    print(f"  tensorpng.save(grid=True)     {general_s * 1e3:8.1f} ms  ({theirs_s / general_s:.1f}x)")
     print(f"  torchvision arithmetic + PIL  {theirs_s * 1e3:8.1f} ms  {sizes[1] / 1e6:6.2f} MB")
     print(f"  ratio: {theirs_s / ours_s:.1f}x (target >= 15x)")
 
