@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._admission import WriterStats
 from ._api import encode, save, to_array
+from ._torchvision import make_grid, save_image
 from ._version import __version__
 from .errors import (
     DecodeError,
@@ -28,6 +29,7 @@ from .errors import (
     WriteError,
 )
 from .load import load, read_text
+from .parameters import format_parameters, parse_parameters
 from .scaling import IMAGENET_MEAN, IMAGENET_STD
 from .writer import Writer
 
@@ -53,8 +55,12 @@ __all__ = [
     "WriterStats",
     "__version__",
     "encode",
+    "format_parameters",
     "load",
+    "make_grid",
+    "parse_parameters",
     "read_text",
     "save",
+    "save_image",
     "to_array",
 ]

@@ -20,7 +20,7 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 
-from . import _cpu_codec
+from . import _cpu_codec, _parallel_deflate
 from ._png_chunks import (
     MAX_DIMENSION,
     SIGNATURE,
@@ -368,7 +368,13 @@ def history_bits(row_bytes: int, residual: float) -> int:
 
 
 def _deflate_fast(data: np.ndarray, residual: float) -> bytes:
-    """zlib stream of ``H x (1+n)`` filtered scanlines, ISA-L level 1 (zlib level 1 without it)."""
+    """zlib stream of ``H x (1+n)`` filtered scanlines, ISA-L level 1 (zlib level 1 without it).
+
+    Big images (one grid of a whole batch) are deflated in slices of rows on every core.
+    """
+    if data.nbytes >= _parallel_deflate.PARALLEL_MIN_BYTES and _parallel_deflate.cpu_count() > 1:
+        window = history_bits(int(data.shape[1]), residual) if _igzip_lib is not None else 15
+        return _parallel_deflate.deflate_parallel(data.data, unit=int(data.shape[1]), window_bits=window)
     if _igzip_lib is not None:
         window = history_bits(int(data.shape[1]), residual)
         return _igzip_lib.compress(data.data, 1, _igzip_lib.COMP_ZLIB, hist_bits=window)
