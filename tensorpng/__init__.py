@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from ._animation import save_animation
 from ._version import __version__
 from .convert import to_array
 from .errors import (
@@ -46,5 +47,6 @@ __all__ = [
     "encode_png",
     "load",
     "save",
+    "save_animation",
     "to_array",
 ]

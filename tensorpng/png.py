@@ -510,19 +510,24 @@ def filter_png(
 
 def finish_png(filtered: FilteredPNG) -> bytes:
     """The second stage of :func:`encode_png`: deflate, ``IDAT`` and ``IEND``."""
-    lines = filtered.scanlines
-    if filtered.compression == "fast":
-        compressed = _deflate_fast(lines, filtered.residual)
-    elif filtered.compression == "small":
-        compressed = _deflate_small(lines)
-    else:
-        compressed = zlib.compress(lines.data, 0)
+    compressed = deflate_png(filtered)
     parts: list[bytes | memoryview] = [filtered.head]
     view = memoryview(compressed)
     for start in range(0, max(len(view), 1), _IDAT_SPLIT):
         parts.extend(_chunk_parts(b"IDAT", view[start : start + _IDAT_SPLIT]))
     parts.append(chunk(b"IEND"))
     return b"".join(parts)
+
+
+def deflate_png(filtered: FilteredPNG) -> bytes:
+    """The zlib stream of the filtered scanlines (the image data without its chunks; APNG
+    frames put it in ``fdAT``). Releases the GIL throughout."""
+    lines = filtered.scanlines
+    if filtered.compression == "fast":
+        return _deflate_fast(lines, filtered.residual)
+    if filtered.compression == "small":
+        return _deflate_small(lines)
+    return zlib.compress(lines.data, 0)
 
 
 def _check_compression(compression: str) -> None:
