@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import _gallery
 from .convert import ImageOptions
 from .errors import OptionError, PathError, TensorPNGError
 from .files import PNGOptions, format_template, prepare_for, target_paths, template_fields, write_batch
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--debug", action="store_true", help="show tracebacks")
+    _gallery.add_parser(commands)
     return parser
 
 
@@ -259,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tensorpng`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "gallery":
+        try:
+            return _gallery.run(args)
+        except TensorPNGError as error:
+            parser.error(str(error))
     try:
         if args.workers is not None and args.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {args.workers}")
