@@ -69,7 +69,9 @@ figcaption { font-size: 12px; overflow-wrap: anywhere; opacity: 0.85; }
   images.forEach(function (image) {
     if (!(image.folder in seenFolder)) { seenFolder[image.folder] = 0; folders.push(image.folder); }
     seenFolder[image.folder] += 1;
-    if (image.step !== null && !(image.step in seenStep)) { seenStep[image.step] = 1; steps.push(image.step); }
+    if (image.step !== null && !(image.step in seenStep)) {
+      seenStep[image.step] = 1; steps.push(image.step);
+    }
   });
   steps.sort(function (a, b) { return a - b; });
   var state = { folder: null, step: null, page: 0, eager: false };
@@ -108,7 +110,9 @@ figcaption { font-size: 12px; overflow-wrap: anywhere; opacity: 0.85; }
     if (image.shape) parts.push("shape " + image.shape.join("\\u00d7"));
     if (image.mapping) parts.push(image.mapping + (image.cmap ? " " + image.cmap : ""));
     parts.push(image.width + "\\u00d7" + image.height + ", " + image.bits + "-bit");
-    if (image.frames > 1) parts.push(image.frames + " frames" + (image.fps ? " @ " + image.fps + " fps" : ""));
+    if (image.frames > 1) {
+      parts.push(image.frames + " frames" + (image.fps ? " @ " + image.fps + " fps" : ""));
+    }
     return parts.join(" \\u00b7 ");
   }
   function heading(image) {
