@@ -316,17 +316,21 @@ class AnimationStream:
         self, previous: np.ndarray, image: np.ndarray
     ) -> tuple[tuple[int, int, int, int], tuple[tuple[int, FilteredPNG], ...]]:
         """The rectangle of pixels that differ from ``previous``, and its candidates."""
-        changed = np.any(previous != image, axis=2)
-        rows, columns = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        height, width, channels = image.shape
+        differs = np.empty(image.shape, dtype=bool)  # C order, so that rows are one run
+        np.not_equal(previous, image, out=differs)
+        # reductions over long runs: np.any over the short channel axis is ~10x slower
+        flat = differs.reshape(height, width * channels)
+        rows = np.flatnonzero(flat.any(axis=1))
+        columns = np.flatnonzero(flat.any(axis=0).reshape(width, channels).any(axis=1))
         if rows.size == 0:  # an unchanged frame: one pixel, rewritten as it is
             return (0, 0, 1, 1), ((BLEND_SOURCE, self._filter(image[:1, :1])),)
         top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
         region = (left, top, right - left, bottom - top)
         rectangle = image[top:bottom, left:right]
         candidates = [(BLEND_SOURCE, self._filter(rectangle))]
-        channels = image.shape[2]
         if channels in (2, 4):
-            inside = changed[top:bottom, left:right]
+            inside = differs[top:bottom, left:right].any(axis=2)
             opaque = np.iinfo(image.dtype).max
             if 1 - inside.mean() >= _OVER_MIN_UNCHANGED and bool(
                 np.all(rectangle[..., -1][inside] == opaque)
