@@ -330,7 +330,7 @@ class AnimationStream:
         rectangle = image[top:bottom, left:right]
         candidates = [(BLEND_SOURCE, self._filter(rectangle))]
         if channels in (2, 4):
-            inside = differs[top:bottom, left:right].any(axis=2)
+            inside: np.ndarray = np.any(differs[top:bottom, left:right], axis=2)
             opaque = np.iinfo(image.dtype).max
             if 1 - inside.mean() >= _OVER_MIN_UNCHANGED and bool(
                 np.all(rectangle[..., -1][inside] == opaque)
