@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from ._admission import WriterStats
+from ._animation import save_animation
 from ._api import encode, save, to_array
 from ._torchvision import make_grid, save_image
 from ._version import __version__
@@ -61,6 +62,7 @@ __all__ = [
     "parse_parameters",
     "read_text",
     "save",
+    "save_animation",
     "save_image",
     "to_array",
 ]

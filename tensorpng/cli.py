@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import _gallery
 from ._api import write_batch
 from ._encode import prepare_for
 from ._names import parse_template, relative_name, sanitize_field
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--debug", action="store_true", help="show tracebacks")
     commands.add_parser("info", help="show which encoders are active, and why", description=info.__doc__)
+    _gallery.add_parser(commands)
     return parser
 
 
@@ -259,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "info":
         return info()
+    if args.command == "gallery":
+        try:
+            return _gallery.run(args)
+        except TensorPNGError as error:
+            parser.error(str(error))
     try:
         if args.workers is not None and args.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {args.workers}")

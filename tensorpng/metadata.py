@@ -76,10 +76,13 @@ class MappingRecord:
     cmap: str | None = None
     grid: tuple[int, int, int] | None = None  # count, nrow, padding
     per_image_range: bool | None = None
+    frames: int | None = None  # animations: frame count, frames a second and plays
+    fps: float | None = None
+    loop: int | None = None
 
     def to_json(self) -> str:
         entry = asdict(self)
-        for name in ("cmap", "grid", "per_image_range"):
+        for name in ("cmap", "grid", "per_image_range", "frames", "fps", "loop"):
             if entry[name] is None:
                 del entry[name]
         for name, value in entry.items():
@@ -224,6 +227,9 @@ def _parse(entry: dict[str, Any]) -> MappingRecord:
         cmap=cmap,
         grid=grid,
         per_image_range=bool(entry.get("per_image_range")) if "per_image_range" in entry else None,
+        frames=None if entry.get("frames") is None else _count(entry["frames"], "frames", 1),
+        fps=_optional(entry, "fps"),
+        loop=None if entry.get("loop") is None else _count(entry["loop"], "loop"),
     )
 
 

@@ -476,22 +476,26 @@ def filter_png(
 
 def finish_png(filtered: FilteredPNG) -> bytes:
     """The second stage of :func:`encode_png`: deflate, ``IDAT`` and ``IEND``."""
+    return png_bytes((filtered.head,), deflate_png(filtered))
+
+
+def deflate_png(filtered: FilteredPNG) -> bytes:
+    """The zlib stream of the filtered scanlines (the image data without its chunks; APNG
+    frames put it in ``fdAT``). Releases the GIL throughout."""
     lines, bpp = filtered.scanlines, filtered.native_bpp
     native = _cpu_codec.native_deflate(lines, bpp, FLAT_RESIDUAL) if bpp and filtered.bit_depth <= 8 else None
     if native is not None:
-        compressed = native
-    elif bpp and filtered.bit_depth <= 8:  # mask-like: NumPy filters + ISA-L, here on this thread
+        return native
+    if bpp and filtered.bit_depth <= 8:  # mask-like: NumPy filters + ISA-L, here on this thread
         scanlines, residual = _filtered_fast(lines[None], bpp)
-        compressed = _deflate_fast(scanlines, residual)
-    elif filtered.compression == "fast" and filtered.bit_depth > 8:  # 16-bit: filters, libdeflate
-        compressed = _cpu_codec.deflate_deep(_cpu_codec.native_filter(lines, bpp) if bpp else lines)
-    elif filtered.compression == "fast":
-        compressed = _deflate_fast(lines, filtered.residual)
-    elif filtered.compression == "small":
-        compressed = _deflate_small(lines)
-    else:
-        compressed = zlib.compress(lines.data, 0)
-    return png_bytes((filtered.head,), compressed)
+        return _deflate_fast(scanlines, residual)
+    if filtered.compression == "fast" and filtered.bit_depth > 8:  # 16-bit: filters, libdeflate
+        return _cpu_codec.deflate_deep(_cpu_codec.native_filter(lines, bpp) if bpp else lines)
+    if filtered.compression == "fast":
+        return _deflate_fast(lines, filtered.residual)
+    if filtered.compression == "small":
+        return _deflate_small(lines)
+    return zlib.compress(lines.data, 0)
 
 
 def _check_compression(compression: str) -> None:
