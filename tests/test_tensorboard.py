@@ -9,15 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
 
 import tensorpng
 from conftest import decode_imagecodecs, decode_pypng, pngcheck_bytes
 from tensorpng import DTypeError, OptionError, ShapeError
 from tensorpng.tensorboard import add_image, add_images
-
-pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 
 def read_images(logdir: Path, tag: str) -> list[Any]:
@@ -57,7 +55,7 @@ def test_add_images_equals_to_array(tmp_path: Path, shape: tuple[int, ...], opti
         np.testing.assert_array_equal(decode_imagecodecs(data), expected)
         np.testing.assert_array_equal(decode_pypng(data), expected)
         assert (event.height, event.width) == expected.shape[:2]
-        n, c, h, w = shape
+        n, _, h, w = shape
         padding = options.get("padding", 2)
         nrow = options.get("nrow", 8)
         columns, rows = min(nrow, n), -(-n // min(nrow, n))
