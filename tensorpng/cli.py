@@ -1,4 +1,5 @@
-"""Command line: ``tensorpng convert INPUT... -o OUTDIR [options]``.
+"""Command line: ``tensorpng convert INPUT... -o OUTDIR [options]`` and
+``tensorpng pack-npz DIR -o samples.npz`` (see :mod:`tensorpng._npz`).
 
 Turns saved tensor files (``.pt``/``.pth``, ``.npy``, ``.npz``, ``.safetensors``) into PNG
 files, loading them safely (see :mod:`tensorpng.loaders`). Exit codes: 0 success, 1 some
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import _npz
 from .convert import ImageOptions
 from .errors import OptionError, PathError, TensorPNGError
 from .files import PNGOptions, format_template, prepare_for, target_paths, template_fields, write_batch
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--debug", action="store_true", help="show tracebacks")
+    _npz.add_command(commands)
     return parser
 
 
@@ -259,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tensorpng`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "pack-npz":
+        return _npz.run_command(args)
     try:
         if args.workers is not None and args.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {args.workers}")
