@@ -7,7 +7,8 @@ and the DiT/SiT-style ``create_npz_from_sample_folder`` produce and read. Conver
 Pillow's ``Image.convert("RGB")`` does it (which clean-fid, torch-fidelity and pytorch-fid apply
 to a folder, so a folder and its ``.npz`` score alike): gray is repeated into R, G and B, alpha
 is dropped (not composited), palettes are expanded; 16-bit samples are rounded to 8 bits
-(``round(v / 257)``).
+(``round(v / 257)``, as ``tensorpng.save(bits=8)`` does; Pillow truncates 16-bit color to
+``v >> 8``, one level off at most, so write FID samples as 8-bit PNGs to leave no doubt).
 
 Every file's header is read first, so a mixed size or a file that is no PNG is reported (naming
 both files and sizes) before anything is written. The ``.npy`` member is then written into a
