@@ -152,3 +152,34 @@ def test_either_lightning_package_takes_the_callback(tmp_path: Path) -> None:
     saver = ImageSaver(tmp_path)
     assert isinstance(saver, pl.Callback)
     assert isinstance(saver, pytorch_lightning.Callback)
+
+
+def test_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    """A real DDP run (ddp_spawn, gloo): rank 0 alone, or every rank with {rank} in the name."""
+    savers = [
+        ImageSaver(tmp_path / "zero", every_n_steps=1, max_images=2),
+        ImageSaver(
+            tmp_path / "every", every_n_steps=1, max_images=2, name="{rank}_{step:06d}_{index:03d}.png"
+        ),
+    ]
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        callbacks=savers,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*(num_workers|does not have many workers|log_every_n_steps).*")
+        trainer.fit(Painter())
+    steps, indices = (1, 2), (0, 1)
+    assert sorted(p.name for p in (tmp_path / "zero").iterdir()) == [
+        f"{step:06d}_{index:03d}.png" for step in steps for index in indices
+    ]
+    assert sorted(p.name for p in (tmp_path / "every").iterdir()) == [
+        f"{rank}_{step:06d}_{index:03d}.png" for rank in (0, 1) for step in steps for index in indices
+    ]
