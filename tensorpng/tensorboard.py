@@ -68,15 +68,22 @@ def image_summary(tag: str, png: bytes) -> Any:
     return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)])
 
 
+def _check_writer(summary_writer: object) -> None:
+    if not callable(getattr(summary_writer, "_get_file_writer", None)) and not hasattr(
+        summary_writer, "file_writer"
+    ):
+        raise DTypeError(
+            f"expected a torch.utils.tensorboard.SummaryWriter, got {type(summary_writer).__name__}; "
+            "with Lightning, pass trainer.logger.experiment"
+        )
+
+
 def _file_writer(summary_writer: object) -> Any:
     # _get_file_writer() reopens the event file after SummaryWriter.close(), as add_image does.
     getter = getattr(summary_writer, "_get_file_writer", None)
     file_writer = getter() if callable(getter) else getattr(summary_writer, "file_writer", None)
     if file_writer is None or not callable(getattr(file_writer, "add_summary", None)):
-        raise DTypeError(
-            f"expected a torch.utils.tensorboard.SummaryWriter, got {type(summary_writer).__name__}; "
-            "with Lightning, pass trainer.logger.experiment"
-        )
+        raise DTypeError(f"{type(summary_writer).__name__} has no file writer with add_summary")
     return file_writer
 
 
@@ -119,6 +126,8 @@ def add_images(
     The image written is ``tensorpng.to_array(images, grid=True, <the same options>)``,
     ``H' x W' [x C]`` with ``H' = rows * (H + padding) + padding`` (no padding for one image).
     """
+    _summary_pb2()  # a missing package or a wrong writer is reported before any work
+    _check_writer(summary_writer)
     png = encode(
         images,
         grid=True,

@@ -3,6 +3,9 @@ TensorBoard's own EventAccumulator and decoded by decoders we did not write."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ import tensorpng
 from conftest import decode_imagecodecs, decode_pypng, pngcheck_bytes
 from tensorpng import DTypeError, OptionError, ShapeError
 from tensorpng.tensorboard import add_image, add_images
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_images(logdir: Path, tag: str) -> list[Any]:
@@ -123,3 +128,27 @@ def test_errors(tmp_path: Path) -> None:
     accumulator = EventAccumulator(str(tmp_path))
     accumulator.Reload()
     assert accumulator.Tags()["images"] == []
+
+
+def test_lazy_imports_and_install_hint() -> None:
+    """import tensorpng (and tensorpng.tensorboard) imports no tensorboard; without the package,
+    the error says how to install it."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "import tensorpng, tensorpng.tensorboard\n"
+        "assert not {'tensorboard', 'lightning', 'torch'} & set(sys.modules), 'imported at import time'\n"
+        "sys.modules['tensorboard'] = None\n"
+        "try:\n"
+        "    tensorpng.tensorboard.add_image(object(), 't', np.zeros((2, 2), np.uint8))\n"
+        "except tensorpng.OptionError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'tensorpng[tensorboard]'" in result.stdout
