@@ -183,3 +183,35 @@ def test_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "every").iterdir()) == [
         f"{rank}_{step:06d}_{index:03d}.png" for rank in (0, 1) for step in steps for index in indices
     ]
+
+
+def test_tensorboard_grid_is_a_copy_and_its_errors_surface(tmp_path: Path) -> None:
+    """The grid is encoded on a worker thread from a copy: changing the batch after the step
+    does not change it; an error writing it is raised by close (fit's end)."""
+    logger = pl.loggers.TensorBoardLogger(tmp_path / "logs", name="", version=0)
+    trainer = SimpleNamespace(global_step=5, global_rank=0, current_epoch=0, loggers=[logger])
+    images = torch.rand(3, 3, 6, 7)
+    original = images.clone()
+    saver = ImageSaver(tmp_path / "images", every_n_steps=5, nrow=3)
+    saver.on_train_batch_end(trainer, None, {"images": images}, None, 0)
+    images.mul_(0)  # the next training step reuses the buffer
+    saver.on_fit_end(trainer, None)
+    logger.experiment.flush()
+    accumulator = EventAccumulator(str(tmp_path / "logs" / "version_0"), size_guidance={"images": 0})
+    accumulator.Reload()
+    (event,) = accumulator.Images("images")
+    assert event.step == 5
+    expected = tensorpng.to_array(original, grid=True, nrow=3)
+    np.testing.assert_array_equal(decode_imagecodecs(event.encoded_image_string), expected)
+
+    class Broken:
+        def _get_file_writer(self) -> Any:
+            raise OSError("disk full")
+
+    broken = SimpleNamespace(global_step=5, global_rank=0, current_epoch=0, loggers=[logger])
+    saver = ImageSaver(tmp_path / "images2", every_n_steps=5)
+    logger._experiment = Broken()
+    saver.on_train_batch_end(broken, None, {"images": original}, None, 0)
+    with pytest.raises(OSError, match="disk full"):
+        saver.close()
+    assert len(list((tmp_path / "images2").iterdir())) == 3  # the files were still written
