@@ -20,7 +20,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._png_chunks import IEND, SIGNATURE, Container, chunk, ihdr, plte, png_bytes
+from ._png_chunks import (
+    IEND,
+    SIGNATURE,
+    Container,
+    chunk,
+    ihdr,
+    inflate_image_data,
+    plte,
+    png_bytes,
+    read_container,
+)
 from .errors import DecodeError
 
 ENV_VAR = "TENSORPNG_DECODER"
@@ -166,3 +176,10 @@ def _transparent(image: np.ndarray, trns: bytes, channels: int, dtype: np.dtype)
         match &= image[..., channel] == value
     maximum = np.iinfo(dtype).max
     return np.where(match, 0, maximum).astype(dtype)
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """The samples of a PNG file's bytes, its container checked first (no record applied)."""
+    container = read_container(data)
+    inflate_image_data(container)
+    return decode(container)

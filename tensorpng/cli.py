@@ -1,4 +1,5 @@
-"""Command line: ``tensorpng convert INPUT... -o OUTDIR [options]``, and ``tensorpng info``.
+"""Command line: ``tensorpng convert INPUT... -o OUTDIR [options]``, ``tensorpng info``,
+``tensorpng gallery DIR`` and ``tensorpng pack-npz DIR -o samples.npz`` (see :mod:`tensorpng._npz`).
 
 Turns saved tensor files (``.pt``/``.pth``, ``.npy``, ``.npz``, ``.safetensors``) into PNG
 files, loading them safely (see :mod:`tensorpng.loaders`). Exit codes: 0 success, 1 some
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _gallery
+from . import _gallery, _npz
 from ._api import write_batch
 from ._encode import prepare_for
 from ._names import parse_template, relative_name, sanitize_field
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--debug", action="store_true", help="show tracebacks")
     commands.add_parser("info", help="show which encoders are active, and why", description=info.__doc__)
     _gallery.add_parser(commands)
+    _npz.add_command(commands)
     return parser
 
 
@@ -266,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _gallery.run(args)
         except TensorPNGError as error:
             parser.error(str(error))
+    if args.command == "pack-npz":
+        return _npz.run_command(args)
     try:
         if args.workers is not None and args.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {args.workers}")

@@ -1,0 +1,164 @@
+"""``tensorpng pack-npz``: a folder of PNG samples as an .npz (arr_0: N x H x W x 3 uint8)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tensorpng
+from tensorpng import OptionError, ShapeError
+from tensorpng._npz import pack_npz
+from tensorpng.cli import main
+from tensorpng.load import DecodeError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pillow_png(path: Path, array: np.ndarray, mode: str | None = None) -> None:
+    """Write with Pillow (a writer we did not write), optionally converting the mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array)
+    if mode is not None:
+        image = image.convert(mode)
+    image.save(path)
+
+
+def pillow_rgb(path: Path) -> np.ndarray:
+    """What clean-fid / pytorch-fid read from a sample file."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_packs_sorted_by_relative_path_like_pillow_convert_rgb(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    samples = tmp_path / "samples"
+    rgb = rng.integers(0, 256, (5, 6, 7, 3), np.uint8)
+    tensorpng.save(rgb, samples / "1_{index:03d}.png")  # rank 1
+    tensorpng.save(rgb[:2], samples / "0_{index:03d}.png")  # rank 0
+    gray = rng.integers(0, 256, (6, 7), np.uint8)
+    pillow_png(samples / "sub" / "a.png", gray)
+    rgba = rng.integers(0, 256, (6, 7, 4), np.uint8)
+    pillow_png(samples / "sub" / "b.PNG", rgba)
+    pillow_png(samples / "sub" / "c.png", rgb[0], mode="P")
+    tensorpng.save(rng.integers(0, 65536, (6, 7, 3), np.uint16), samples / "z16.png")
+    tensorpng.save(rng.integers(0, 256, (6, 7, 2), np.uint8), samples / "zz_gray_alpha.png")
+    (samples / ".hidden.png").write_bytes(b"not even a png")  # an atomic writer's temporary file
+    (samples / "notes.txt").write_text("ignored")
+
+    assert main(["pack-npz", str(samples), "-o", str(tmp_path / "out.npz"), "-q"]) == 0
+    with np.load(tmp_path / "out.npz") as npz:
+        assert list(npz.keys()) == ["arr_0"]
+        packed = npz["arr_0"]
+    names = [
+        "0_000",
+        "0_001",
+        "1_000",
+        "1_001",
+        "1_002",
+        "1_003",
+        "1_004",
+        "sub/a",
+        "sub/b",
+        "sub/c",
+        "z16",
+        "zz_gray_alpha",
+    ]
+    files = [samples / f"{name}.png" for name in names]
+    files[8] = samples / "sub" / "b.PNG"
+    assert packed.shape == (12, 6, 7, 3) and packed.dtype == np.uint8
+    for index, path in enumerate(files):
+        if path.name == "z16.png":  # Pillow reads 16-bit color as v >> 8; ours is round(v / 257)
+            continue
+        np.testing.assert_array_equal(packed[index], pillow_rgb(path), err_msg=str(path))
+    np.testing.assert_array_equal(packed[:2], rgb[:2])
+    np.testing.assert_array_equal(packed[7], np.repeat(gray[..., None], 3, axis=2))
+    np.testing.assert_array_equal(packed[8], rgba[..., :3])  # alpha dropped, not composited
+    sixteen = tensorpng.load(samples / "z16.png")  # uint16, as saved
+    np.testing.assert_array_equal(packed[10], np.round(sixteen / 257).astype(np.uint8))
+
+
+def test_count_takes_the_first_files(tmp_path: Path) -> None:
+    images = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
+    tensorpng.save(images, tmp_path / "s" / "{index:02d}.png")
+    assert pack_npz(tmp_path / "s", tmp_path / "three.npz", count=3) == 3
+    with np.load(tmp_path / "three.npz") as npz:
+        np.testing.assert_array_equal(npz["arr_0"], images[:3])
+    with pytest.raises(OptionError, match="4 PNG files, fewer than count=5"):
+        pack_npz(tmp_path / "s", tmp_path / "five.npz", count=5)
+    assert not (tmp_path / "five.npz").exists()
+
+
+def test_mixed_sizes_name_both_files_before_writing(tmp_path: Path) -> None:
+    tensorpng.save(np.zeros((3, 8, 8, 3), np.uint8), tmp_path / "s" / "a{index}.png")
+    tensorpng.save(np.zeros((8, 9, 3), np.uint8), tmp_path / "s" / "b.png")
+    (tmp_path / "old.npz").write_bytes(b"previous")
+    with pytest.raises(ShapeError, match=r"b\.png is 8x9 \(H x W\) but .*a0\.png is 8x8"):
+        pack_npz(tmp_path / "s", tmp_path / "old.npz")
+    assert (tmp_path / "old.npz").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.npz", "s"]
+
+
+def test_a_corrupt_file_leaves_no_output(tmp_path: Path) -> None:
+    tensorpng.save(np.zeros((2, 8, 8, 3), np.uint8), tmp_path / "s" / "a{index}.png")
+    data = tensorpng.encode(np.full((8, 8, 3), 7, np.uint8))
+    (tmp_path / "s" / "b.png").write_bytes(data[:60])  # the header is fine, the data is cut
+    with pytest.raises(DecodeError, match=r"b\.png"):
+        pack_npz(tmp_path / "s", tmp_path / "out.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+    (tmp_path / "s" / "b.png").write_bytes(b"GIF89a" + bytes(40))
+    with pytest.raises(DecodeError, match=r"b\.png is not a PNG"):
+        pack_npz(tmp_path / "s", tmp_path / "out.npz")
+
+
+def test_streams_in_one_stored_member(tmp_path: Path) -> None:
+    """The .npy is written as a stored zip member that numpy memory-maps-friendly reads back,
+    and the whole array is never built: the output's size is the samples' plus headers."""
+    import zipfile
+
+    images = np.random.default_rng(1).integers(0, 256, (30, 16, 16, 3), np.uint8)
+    tensorpng.save(images, tmp_path / "s" / "{index:03d}.png")
+    pack_npz(tmp_path / "s", tmp_path / "out.npz", workers=3)
+    with zipfile.ZipFile(tmp_path / "out.npz") as archive:
+        (info,) = archive.infolist()
+        assert info.filename == "arr_0.npy" and info.compress_type == zipfile.ZIP_STORED
+        assert images.nbytes < info.file_size <= images.nbytes + 128
+        member = archive.read("arr_0.npy")
+    np.testing.assert_array_equal(np.load(io.BytesIO(member)), images)
+
+
+def test_command_line(tmp_path: Path) -> None:
+    tensorpng.save(np.zeros((2, 8, 8), np.uint8), tmp_path / "s" / "{index}.png", layout="NHW")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorpng", "pack-npz", str(tmp_path / "s"), "-o", str(tmp_path / "o.npz")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 images packed" in result.stderr
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tensorpng",
+            "pack-npz",
+            str(tmp_path / "none"),
+            "-o",
+            str(tmp_path / "x.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1 and "is not a folder" in result.stderr
+    assert main(["pack-npz", str(tmp_path / "s"), "-o", str(tmp_path / "o.npz"), "--workers", "0"]) == 1
