@@ -88,10 +88,10 @@ def _as_floats(name: str, value: float | Sequence[float] | None) -> tuple[float,
         return None
     if hasattr(value, "tolist"):  # tensors and arrays of mean/std values
         value = value.tolist()
-    values = (value,) if isinstance(value, (int, float)) else tuple(value)
     try:
+        values = (value,) if isinstance(value, (int, float)) else tuple(value)
         floats = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise OptionError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
     if not floats or not all(math.isfinite(v) for v in floats):
         raise OptionError(f"{name} must hold finite numbers, got {value!r}")

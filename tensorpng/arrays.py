@@ -120,7 +120,11 @@ def _from_torch(tensor: Any, description: str, keep_torch: bool = False) -> Sour
         )
     if tensor.is_floating_point() and tensor.element_size() == 1:
         tensor = tensor.float()  # float8 formats: widen, exactly
-    if tensor.dtype in (torch.uint32, torch.uint64):  # few torch ops take these: widen
+    if tensor.dtype == torch.uint64:
+        # int64 cannot hold values >= 2**63 (they would wrap): let NumPy, which has uint64
+        # arithmetic, convert it on the host. uint64 images are rare; the copy is acceptable.
+        return SourceArray(tensor.cpu().numpy(), channels_first=True, description=description)
+    if tensor.dtype == torch.uint32:  # few torch ops take it: widen, exactly
         tensor = tensor.to(torch.int64)
     if tensor.is_complex() or tensor.dtype in (torch.quint8, torch.qint8, torch.qint32):
         raise DTypeError(

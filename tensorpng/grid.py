@@ -15,6 +15,10 @@ import numpy as np
 from .errors import OptionError
 
 
+# Most pixels a grid may have (2**31: 8 GiB of RGBA uint8), far above any real grid.
+MAX_GRID_PIXELS = 2**31
+
+
 def check_grid_options(nrow: int, padding: int, pad_value: float) -> None:
     """Raise :class:`OptionError` unless ``nrow >= 1``, ``padding >= 0``, ``0 <= pad_value <= 1``."""
     if not isinstance(nrow, int) or isinstance(nrow, bool) or nrow < 1:
@@ -31,7 +35,16 @@ def grid_shape(count: int, height: int, width: int, nrow: int, padding: int) -> 
         return height, width
     columns = min(nrow, count)
     rows = math.ceil(count / columns)
-    return rows * (height + padding) + padding, columns * (width + padding) + padding
+    grid_height = rows * (height + padding) + padding
+    grid_width = columns * (width + padding) + padding
+    # Checked before allocating, so a huge padding is an OptionError, not a raw MemoryError.
+    if grid_height * grid_width > MAX_GRID_PIXELS:
+        raise OptionError(
+            f"a grid of {count} images of {height}x{width} with padding={padding} and nrow={nrow} "
+            f"would be {grid_height}x{grid_width} pixels, more than {MAX_GRID_PIXELS:,}; "
+            "use a smaller padding or save the images separately"
+        )
+    return grid_height, grid_width
 
 
 def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> np.ndarray:

@@ -70,16 +70,26 @@ def _load_npy(path: Path, max_values: int) -> list[Entry]:
     return [Entry(path.stem, np.load(path, allow_pickle=False))]
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_npz(path: Path, max_values: int) -> list[Entry]:
+    # NumPy reads a member by key whatever its name (``.npy`` suffix or not) and decides by
+    # its magic bytes whether it is an array: so count every member that starts with the
+    # .npy magic, not only those whose names end in ``.npy``.
     with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if n.endswith(".npy")]
+        names = []
         shapes = []
-        for name in names:
+        for name in archive.namelist():
+            with archive.open(name) as stream:
+                if stream.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+                    continue  # NumPy returns such members as raw bytes: no image data
             with archive.open(name) as stream:
                 shapes.append(_npy_header_shape(stream, f"{path}:{name}"))
+            names.append(name)
     _check_size(path, iter(shapes), max_values)
     with np.load(path, allow_pickle=False) as archive:  # only the members counted above
-        return [Entry(name.removesuffix(".npy"), archive[name.removesuffix(".npy")]) for name in names]
+        return [Entry(name.removesuffix(".npy"), archive[name]) for name in names]
 
 
 def _load_safetensors(path: Path, max_values: int) -> list[Entry]:

@@ -1,0 +1,106 @@
+"""Edge inputs: uint64 beyond int64, grid sizes, .npz members without the suffix, odd options.
+
+Every error that reaches a caller of a public function must be a TensorPNGError.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tensorpng
+from tensorpng.errors import OptionError, TensorPNGError
+from tensorpng.loaders import load_file
+
+torch = pytest.importorskip("torch")
+
+
+def test_torch_uint64_above_int64_does_not_wrap() -> None:
+    values = [0, 2**62, 2**63 + 5, 2**64 - 1]
+    tensor = torch.tensor(values, dtype=torch.uint64).reshape(1, 4)
+    expected = tensorpng.to_array(np.array(values, dtype=np.uint64).reshape(1, 4), scale="image")
+    assert expected.ravel().tolist() == [0, 64, 128, 255]
+    np.testing.assert_array_equal(tensorpng.to_array(tensor, scale="image"), expected)
+
+
+def test_grid_size_is_checked_before_allocating() -> None:
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    with pytest.raises(OptionError, match=r"padding=100000.*\d+x\d+ pixels"):
+        tensorpng.encode(images, layout="NHWC", grid=True, padding=10**5)
+
+
+def test_encode_rejects_float_bits() -> None:
+    with pytest.raises(OptionError):
+        tensorpng.encode(np.zeros((4, 4), np.uint8), bits=16.0)  # type: ignore[arg-type]
+
+
+def _npy_bytes(shape: tuple[int, ...]) -> bytes:
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return stream.getvalue()
+
+
+def test_npz_member_without_npy_suffix_is_counted(tmp_path: Path) -> None:
+    path = tmp_path / "hostile.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("small.npy", _npy_bytes((2, 2)) + bytes(4))
+        archive.writestr("huge", _npy_bytes((10**6, 10**6)))  # NumPy reads it as archive["huge"]
+    with pytest.raises(TensorPNGError, match="more than"):
+        load_file(path, max_values=10**6)
+
+
+def test_npz_member_without_npy_suffix_is_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "plain.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("image", _npy_bytes((2, 2)) + bytes(range(4)))
+        archive.writestr("notes.txt", b"not an array")
+    entries = load_file(path)
+    assert [entry.key for entry in entries] == ["image"]
+    assert np.asarray(entries[0].data).tolist() == [[0, 1], [2, 3]]
+
+
+odd_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.integers(-3, 300), max_size=4),
+    st.just(object()),
+)
+option_names = st.sampled_from(
+    ["layout", "value_range", "scale", "bits", "nrow", "padding", "pad_value", "compression", "mean", "std"]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=option_names, value=odd_values)
+def test_odd_options_raise_tensorpng_errors(name: str, value: object) -> None:
+    image = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    options: dict[str, object] = {"layout": "NHWC", "grid": True, name: value}
+    for function in (tensorpng.encode, tensorpng.to_array):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                function(image, **options)  # type: ignore[arg-type]
+            except TensorPNGError:
+                pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.one_of(odd_values, st.lists(st.lists(odd_values, max_size=3), max_size=3)))
+def test_odd_inputs_raise_tensorpng_errors(data: object) -> None:
+    for function in (tensorpng.encode, tensorpng.to_array):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                function(data)
+            except TensorPNGError:
+                pass
