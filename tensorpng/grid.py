@@ -14,7 +14,6 @@ import numpy as np
 
 from .errors import OptionError
 
-
 # Most pixels a grid may have (2**31: 8 GiB of RGBA uint8), far above any real grid.
 MAX_GRID_PIXELS = 2**31
 
