@@ -45,7 +45,17 @@ class LocalSink:
         self.root = os.fspath(root)
 
     def write(self, name: str, data: bytes, overwrite: bool) -> int:
-        return write_atomic(os.path.join(self.root, name), data, overwrite=overwrite)
+        if not self.root:  # save(): the caller's own paths, symlinks followed
+            return write_atomic(name, data, overwrite=overwrite)
+        # A Writer's root: confine the write at the moment of writing (a symlink below the
+        # root, even one made after the name was checked, is refused, not followed)
+        from ._confined import open_parent
+
+        dir_fd, leaf = open_parent(self.root, name)
+        try:
+            return _write_in(dir_fd, "", leaf, data, overwrite=overwrite, label=os.path.join(self.root, name))
+        finally:
+            os.close(dir_fd)
 
     def check_absent(self, names: list[str]) -> None:
         check_targets([os.path.join(self.root, name) for name in names], overwrite=False)
@@ -134,18 +144,30 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | memoryview, *, over
     """
     target = os.fspath(path)  # strings, not pathlib: this runs once a file, on the caller
     directory, name = os.path.split(target)
+    return _write_in(None, directory, name, data, overwrite=overwrite, label=target)
+
+
+def _write_in(
+    dir_fd: int | None, directory: str, name: str, data: bytes | memoryview, *, overwrite: bool, label: str
+) -> int:
+    """:func:`write_atomic` of ``name`` in ``directory``, or, with ``dir_fd``, in the folder
+    open as ``dir_fd`` (every path below is then relative to that descriptor, openat-style)."""
     # NAME_MAX (255 bytes) must hold the tag and the dots too: keep at most 120 bytes of the
     # name, cut at a character boundary (a cut by characters fails on long non-ASCII names)
     short = os.fsencode(name)[:120].decode("utf-8", "ignore") if len(name) > 30 else name
-    temp = os.path.join(directory, f".{short}.{_temp_tag()}{TEMP_SUFFIX}")
+    temp_name = f".{short}.{_temp_tag()}{TEMP_SUFFIX}"
+    temp = temp_name if dir_fd is not None else os.path.join(directory, temp_name)
+    target = name if dir_fd is not None else os.path.join(directory, name)
     try:
         try:
-            descriptor = os.open(temp, _WRITE_FLAGS, 0o666)
+            descriptor = os.open(temp, _WRITE_FLAGS, 0o666, dir_fd=dir_fd)
         except FileNotFoundError:  # the folder is missing: make it (once, not per file)
+            if dir_fd is not None:
+                raise
             os.makedirs(directory or os.curdir, exist_ok=True)
             descriptor = os.open(temp, _WRITE_FLAGS, 0o666)
     except OSError as error:
-        raise WriteError(f"cannot write {path}: {_describe_os_error(error)}") from error
+        raise WriteError(f"cannot write {label}: {_describe_os_error(error)}") from error
     try:
         try:
             view = memoryview(data)
@@ -154,19 +176,20 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | memoryview, *, over
         finally:
             os.close(descriptor)
         if overwrite:
-            os.replace(temp, target)
+            # rename replaces a symlink itself, never the file it points to
+            os.replace(temp, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
-            _link_no_clobber(temp, target)
+            _link_no_clobber(temp, target, dir_fd)
     except FileExistsError:
-        _remove(temp)
-        raise TargetExistsError(f"{path} exists and overwrite=False") from None
+        _remove(temp, dir_fd)
+        raise TargetExistsError(f"{label} exists and overwrite=False") from None
     except OSError as error:
-        _remove(temp)
+        _remove(temp, dir_fd)
         raise WriteError(
-            f"cannot write {path}: {_describe_os_error(error)}; no partial file was left"
+            f"cannot write {label}: {_describe_os_error(error)}; no partial file was left"
         ) from error
     except BaseException:
-        _remove(temp)
+        _remove(temp, dir_fd)
         raise
     return len(data)
 
@@ -184,22 +207,30 @@ def _temp_tag() -> str:
     return f"{_PROCESS_TAG}{os.getpid():x}.{next(_temp_counter)}"
 
 
-def _link_no_clobber(temp: str, path: str) -> None:
+def _link_no_clobber(temp: str, path: str, dir_fd: int | None = None) -> None:
     try:
-        os.link(temp, path)  # atomic, and fails if path exists
+        os.link(temp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # atomic, fails if path exists
     except OSError as error:
         if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
-        if os.path.lexists(path):  # a file system without hard links: check, then replace
+        if _lexists(path, dir_fd):  # a file system without hard links: check, then replace
             raise FileExistsError(path) from None
-        os.replace(temp, path)
+        os.replace(temp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         return
-    _remove(temp)
+    _remove(temp, dir_fd)
 
 
-def _remove(path: str) -> None:
+def _lexists(path: str, dir_fd: int | None) -> bool:
+    try:
+        os.lstat(path, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True
+
+
+def _remove(path: str, dir_fd: int | None = None) -> None:
     with suppress(OSError):
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
 
 
 def check_targets(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> None:
