@@ -66,6 +66,12 @@ class BufferPool:
                 self._idle.setdefault(key, []).append(buffer)
                 self._idle_bytes += size
 
+    def clear(self) -> None:
+        """Free every idle buffer (at ``Writer.close``)."""
+        with self._lock:
+            self._idle.clear()
+            self._idle_bytes = 0
+
     @property
     def idle_bytes(self) -> int:
         with self._lock:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _gallery, _npz
+from . import _clean, _gallery, _npz
 from ._api import write_batch
 from ._encode import prepare_for
 from ._names import parse_template, relative_name, sanitize_field
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("info", help="show which encoders are active, and why", description=info.__doc__)
     _gallery.add_parser(commands)
     _npz.add_command(commands)
+    _clean.add_command(commands)
     return parser
 
 
@@ -270,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(error))
     if args.command == "pack-npz":
         return _npz.run_command(args)
+    if args.command == "clean":
+        return _clean.run_command(args)
     try:
         if args.workers is not None and args.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {args.workers}")

@@ -49,6 +49,10 @@ class WriteError(TensorPNGError, OSError):
     """Writing a file failed (disk full, permission denied, ...); no partial file was left."""
 
 
+class ForkedWriterError(TensorPNGError, RuntimeError):
+    """A :class:`~tensorpng.Writer` was used in a process forked from the one that made it."""
+
+
 class QueueFullError(TensorPNGError, RuntimeError):
     """A :class:`~tensorpng.Writer` with ``on_full="error"`` had no room for more work."""
 

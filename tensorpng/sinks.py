@@ -17,6 +17,7 @@ import itertools
 import os
 import posixpath
 import secrets
+import threading
 from collections.abc import Iterable
 from contextlib import suppress
 from typing import Any, Protocol
@@ -82,24 +83,35 @@ class FsspecSink:
 
     def write(self, name: str, data: bytes, overwrite: bool) -> int:
         path = self._full(name)
-        if not overwrite and self.fs.exists(path):
-            raise TargetExistsError(f"{path} exists and overwrite=False")
+        if overwrite:
+            return self._put(path, data, create=False)
+        # overwrite=False: check and write under a lock per name, so that writers in this
+        # process never both write one name; across processes the put itself is conditional
+        # (mode="create": S3 If-None-Match, memory and local "xb") where the store has it.
+        with _name_lock(path):
+            if self.fs.exists(path):
+                raise TargetExistsError(f"{path} exists and overwrite=False")
+            return self._put(path, data, create=True)
+
+    def _put(self, path: str, data: bytes, create: bool) -> int:
         parent = posixpath.dirname(path)
         try:
             if self.atomic_put:
-                self.fs.pipe_file(path, data)
+                self.fs.pipe_file(path, data, mode="create" if create else "overwrite")
             else:
                 if parent:
                     self.fs.makedirs(parent, exist_ok=True)
                 temp = posixpath.join(parent, f".{posixpath.basename(path)}.{secrets.token_hex(6)}.tmp")
                 try:
                     self.fs.pipe_file(temp, data)
+                    if create and self.fs.exists(path):
+                        raise FileExistsError(path)
                     self.fs.mv(temp, path)
                 finally:
                     if self.fs.exists(temp):
                         self.fs.rm(temp)
-        except TargetExistsError:
-            raise
+        except FileExistsError:
+            raise TargetExistsError(f"{path} exists and overwrite=False") from None
         except Exception as error:
             raise WriteError(f"cannot write {self.fs.unstrip_protocol(path)}: {error}") from error
         return len(data)
@@ -114,6 +126,14 @@ class FsspecSink:
             raise TargetExistsError(
                 f"{', '.join(existing[:3])} exist(s) under {self.root} and overwrite=False"
             )
+
+
+_NAME_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+def _name_lock(path: str) -> threading.Lock:
+    """One of a few locks, chosen by name: writes of one name in this process are serialized."""
+    return _NAME_LOCKS[hash(path) % len(_NAME_LOCKS)]
 
 
 def open_sink(root: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Sink:

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -38,17 +39,34 @@ from ._options import (
 from ._pipeline import default_workers
 from .arrays import torch_module
 from .convert import warn_nans
-from .errors import OptionError, TensorPNGError, UnknownOptionError
+from .errors import ForkedWriterError, OptionError, TensorPNGError, UnknownOptionError
 from .palettes import PaletteSpec
 from .sinks import Sink, open_sink
 
 DEFAULT_MAX_PENDING = 1 << 30  # 1 GiB of captured data (host copies or pinned buffers)
+# Most bytes of reusable capture buffers kept idle between saves (min with max_pending): enough
+# for a steady training loop's shapes, while a Writer fed many shapes holds no hoard.
+MAX_IDLE_BUFFER_BYTES = 64 << 20
 WORKER_NICENESS = 5
 # The options a Writer takes as defaults and Writer.save overrides (None: the default).
 OPTIONS = (
     "layout", "mean", "std", "value_range", "scale", "bits", "grid", "nrow", "padding",
     "pad_value", "cmap", "palette", "compression", "metadata", "encoder", "overwrite",
 )  # fmt: skip
+
+
+_LIVE_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _forget_writers_after_fork() -> None:
+    """In a forked child, inherited Writers have no worker threads: their queued work is the
+    parent's, so the child's exit must not wait for it (it would hang in the atexit flush)."""
+    for writer in list(_LIVE_WRITERS):
+        atexit.unregister(writer._close_at_exit)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_writers_after_fork)
 
 
 @final
@@ -135,13 +153,29 @@ class Writer:
         self.rank_zero_only = rank_zero_only
         self._sink: Sink = sink if sink is not None else open_sink(root, storage_options)
         self._admission = Admission(max_pending or DEFAULT_MAX_PENDING, on_full)
-        self._buffers = BufferPool(self._admission.max_pending)
+        self._buffers = BufferPool(min(self._admission.max_pending, MAX_IDLE_BUFFER_BYTES))
+        self._pid = os.getpid()  # a forked child inherits this Writer but not its threads
         self._pool = ThreadPoolExecutor(
             workers or default_workers(), thread_name_prefix="tensorpng-writer", initializer=_yield_to_caller
         )
         self._filter_lock = threading.Lock()
         self._closed = False
         atexit.register(self._close_at_exit)
+        _LIVE_WRITERS.add(self)
+
+    @property
+    def idle_buffer_bytes(self) -> int:
+        """Bytes of capture buffers kept idle for reuse: at most
+        ``min(max_pending, MAX_IDLE_BUFFER_BYTES)`` (64 MiB), and 0 after :meth:`close`."""
+        return self._buffers.idle_bytes
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise ForkedWriterError(
+                f"this tensorpng.Writer({self.root!r}) was made in process {self._pid} and "
+                f"inherited by fork into process {os.getpid()}, which has none of its worker "
+                "threads; make a new Writer in the child (the parent still writes what it queued)"
+            )
 
     @property
     def stats(self) -> WriterStats:
@@ -190,6 +224,7 @@ class Writer:
                 ``on_full="error"``, or an error from a worker since the last call (raised
                 after this call's images were queued).
         """
+        self._check_process()
         given = locals()
         options = {**self._defaults, **{k: given[k] for k in OPTIONS if given[k] is not DEFAULT}}
         if self._admission.closing:
@@ -214,11 +249,15 @@ class Writer:
 
     def flush(self) -> None:
         """Wait until everything queued is written; raise the first worker error, if any."""
+        self._check_process()
         self._admission.wait_idle()
         self._admission.raise_errors()
 
     def close(self) -> None:
-        """Flush, stop the workers and raise the first worker error, if any. Idempotent."""
+        """Flush, stop the workers, free idle buffers and raise the first worker error, if
+        any. Idempotent. In a forked child it does nothing: the parent writes its own queue."""
+        if os.getpid() != self._pid:
+            return
         if not self._admission.close():
             if not self._closed:  # another thread is closing: wait for it
                 self._admission.wait_idle()
@@ -229,6 +268,7 @@ class Writer:
         finally:
             self._closed = True
             self._pool.shutdown(wait=True)
+            self._buffers.clear()
             atexit.unregister(self._close_at_exit)
 
     def __enter__(self) -> Writer:

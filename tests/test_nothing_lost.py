@@ -1,0 +1,177 @@
+"""Nothing lost: every image is counted once, a worker error costs no later image, fork
+does not hang, overwrite=False is exclusive on fsspec, idle memory is bounded, and stale
+temporary files can be cleaned."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tensorpng
+from tensorpng.cli import main
+from tensorpng.errors import OptionError, TargetExistsError, TensorPNGError
+from tensorpng.writer import MAX_IDLE_BUFFER_BYTES
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = np.zeros((8, 8), np.uint8)
+
+
+def test_encode_rejects_float_bits() -> None:
+    with pytest.raises(OptionError):
+        tensorpng.encode(IMAGE, bits=16.0)  # type: ignore[arg-type]
+
+
+def test_every_image_is_counted_once_and_a_later_save_is_written(tmp_path: Path) -> None:
+    (tmp_path / "taken.png").mkdir()  # the write of this name fails in a worker
+    writer = tensorpng.Writer(tmp_path, workers=1)
+    writer.save(IMAGE, "taken.png")
+    writer._admission.wait_idle()  # the failure has happened; the next save must still land
+    with pytest.raises(TensorPNGError):
+        writer.save(IMAGE, "later.png")
+    writer.close()
+    stats = writer.stats
+    assert (tmp_path / "later.png").is_file()
+    assert stats.images_written == 1 and stats.images_failed == 1 and stats.images_dropped == 0
+    assert stats.images_written + stats.images_dropped + stats.images_failed + stats.images_pending == 2
+
+
+def _run_child(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_with_queued_work_exits_and_inherited_writer_errors(tmp_path: Path) -> None:
+    result = _run_child(
+        f"""
+        import os, sys, numpy as np, tensorpng
+        from tensorpng.errors import ForkedWriterError
+        writer = tensorpng.Writer({str(tmp_path)!r}, workers=1)
+        for i in range(50):
+            writer.save(np.zeros((256, 256), np.uint8), f"parent_{{i}}.png")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                writer.save(np.zeros((4, 4), np.uint8), "child.png")
+            except ForkedWriterError as error:
+                print("child error:", error, flush=True)
+            writer.close()  # must not hang
+            sys.exit(0)  # the atexit flush must not hang either
+        _, status = os.waitpid(pid, 0)
+        print("child status", os.waitstatus_to_exitcode(status), flush=True)
+        writer.close()
+        print("parent written", writer.stats.images_written, flush=True)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "child error: this tensorpng.Writer" in result.stdout
+    assert "child status 0" in result.stdout
+    assert "parent written 50" in result.stdout
+    assert not (tmp_path / "child.png").exists()
+
+
+def test_fsspec_overwrite_false_is_exclusive() -> None:
+    pytest.importorskip("fsspec")
+    import fsspec
+
+    root = f"memory://exclusive-{os.getpid()}-{time.monotonic_ns()}"
+    names = [f"{i}.png" for i in range(300)]
+    outcomes: list[list[str]] = [[], []]
+
+    def run(slot: int) -> None:
+        writer = tensorpng.Writer(root, workers=4, overwrite=False)
+        for i, name in enumerate(names):
+            try:
+                writer.save(np.full((4, 4), slot * 100 + i % 100, np.uint8), name)
+            except TargetExistsError:
+                outcomes[slot].append(name)
+        try:
+            writer.close()
+        except TargetExistsError:
+            pass
+        outcomes[slot].append(f"stats:{writer.stats.images_written}:{writer.stats.images_failed}")
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fs = fsspec.filesystem("memory")
+    stored = fs.ls(root.removeprefix("memory://"), detail=False)
+    assert len(stored) == 300
+    written = [int(o[-1].split(":")[1]) for o in outcomes]
+    # every name written exactly once: the two writers' successful writes add up to 300
+    assert sum(written) == 300, outcomes
+
+
+def test_idle_buffers_are_bounded_and_freed_at_close(tmp_path: Path) -> None:
+    writer = tensorpng.Writer(tmp_path, workers=2)
+    peak = 0
+    for i in range(120):
+        side = 200 + i
+        writer.save(np.zeros((side, side + 1, 3), np.uint8), f"{i}.png")
+        peak = max(peak, writer.idle_buffer_bytes)
+    writer.flush()
+    peak = max(peak, writer.idle_buffer_bytes)
+    assert peak <= MAX_IDLE_BUFFER_BYTES
+    writer.close()
+    assert writer.idle_buffer_bytes == 0
+
+
+def test_clean_removes_only_our_stale_temporaries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ours = [
+        tmp_path / ".a.png.1a2b3c4d5e.0.tmp",  # write_atomic
+        tmp_path / "sub" / ".b.png.1a2b3c4d5e6f.tmp",  # APNG / fsspec
+    ]
+    others = [
+        tmp_path / "keep.tmp",
+        tmp_path / ".keep.tmp",
+        tmp_path / ".x.png.nothex.0.tmp",
+        tmp_path / "a.png",
+        tmp_path / ".a.png.1a2b.0.tmp",  # tag too short
+    ]
+    (tmp_path / "sub").mkdir()
+    old = time.time() - 7200
+    for path in ours + others:
+        path.write_bytes(b"x")
+        os.utime(path, (old, old))
+    fresh = tmp_path / ".c.png.1a2b3c4d5e.3.tmp"  # a write in progress
+    fresh.write_bytes(b"x")
+    assert main(["clean", str(tmp_path)]) == 0
+    assert all(not p.exists() for p in ours)
+    assert all(p.exists() for p in [*others, fresh])
+    assert sorted(capsys.readouterr().out.split()) == sorted(map(str, ours))
+    assert main(["clean", str(tmp_path), "--older-than", "0"]) == 0
+    assert not fresh.exists()
+
+
+def test_clean_matches_the_temporary_names_we_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorpng import _clean, sinks
+
+    seen: list[str] = []
+    real_open = os.open
+
+    def spy(path: str, *args: object, **kwargs: object) -> int:
+        seen.append(os.path.basename(os.fspath(path)))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sinks.os, "open", spy)
+    sinks.write_atomic(tmp_path / ("ü" * 90 + ".png"), b"x")
+    sinks.write_atomic(tmp_path / "short.png", b"x")
+    temporaries = [name for name in seen if name.endswith(".tmp")]
+    assert len(temporaries) == 2
+    assert all(_clean.TEMP_NAME.match(name) for name in temporaries)
