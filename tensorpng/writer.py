@@ -110,6 +110,14 @@ class Writer:
         layout, mean, std, value_range, scale, bits, grid, nrow, padding, pad_value, cmap,
         palette, compression, metadata, encoder, overwrite: defaults for every ``save``
             (see :func:`tensorpng.save`).
+
+    Every image passed to ``save`` ends in exactly one of ``stats.images_written`` (its file
+    is complete under its name), ``images_dropped`` (``on_full="drop"`` and a full queue:
+    nothing written) or ``images_failed`` (encoding or writing raised in a worker; the error
+    is raised at the next ``save``/``flush``/``close``, after that call's own images were
+    queued), and is ``images_pending`` until then. Writes below ``root`` never follow a
+    symlink (``PathError``). A forked child must make its own Writer: the inherited one
+    raises :class:`ForkedWriterError` and is not flushed at the child's exit.
     """
 
     @checked_keywords

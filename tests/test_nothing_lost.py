@@ -4,6 +4,7 @@ temporary files can be cleaned."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -99,10 +100,8 @@ def test_fsspec_overwrite_false_is_exclusive() -> None:
                 writer.save(np.full((4, 4), slot * 100 + i % 100, np.uint8), name)
             except TargetExistsError:
                 outcomes[slot].append(name)
-        try:
+        with contextlib.suppress(TargetExistsError):
             writer.close()
-        except TargetExistsError:
-            pass
         outcomes[slot].append(f"stats:{writer.stats.images_written}:{writer.stats.images_failed}")
 
     threads = [threading.Thread(target=run, args=(slot,)) for slot in (0, 1)]
