@@ -180,7 +180,7 @@ def _write_in(
     target = name if dir_fd is not None else os.path.join(directory, name)
     try:
         try:
-            descriptor = os.open(temp, _WRITE_FLAGS, 0o666, dir_fd=dir_fd)
+            descriptor = os.open(temp, _WRITE_FLAGS, 0o666, **_at(dir_fd))
         except FileNotFoundError:  # the folder is missing: make it (once, not per file)
             if dir_fd is not None:
                 raise
@@ -197,7 +197,7 @@ def _write_in(
             os.close(descriptor)
         if overwrite:
             # rename replaces a symlink itself, never the file it points to
-            os.replace(temp, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.replace(temp, target, **_at2(dir_fd))
         else:
             _link_no_clobber(temp, target, dir_fd)
     except FileExistsError:
@@ -227,22 +227,31 @@ def _temp_tag() -> str:
     return f"{_PROCESS_TAG}{os.getpid():x}.{next(_temp_counter)}"
 
 
+def _at(dir_fd: int | None) -> dict[str, Any]:
+    """``dir_fd=`` only when given (plain calls stay plain: tests and platforms without it)."""
+    return {} if dir_fd is None else {"dir_fd": dir_fd}
+
+
+def _at2(dir_fd: int | None) -> dict[str, Any]:
+    return {} if dir_fd is None else {"src_dir_fd": dir_fd, "dst_dir_fd": dir_fd}
+
+
 def _link_no_clobber(temp: str, path: str, dir_fd: int | None = None) -> None:
     try:
-        os.link(temp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # atomic, fails if path exists
+        os.link(temp, path, **_at2(dir_fd))  # atomic, fails if path exists
     except OSError as error:
         if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
         if _lexists(path, dir_fd):  # a file system without hard links: check, then replace
             raise FileExistsError(path) from None
-        os.replace(temp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.replace(temp, path, **_at2(dir_fd))
         return
     _remove(temp, dir_fd)
 
 
 def _lexists(path: str, dir_fd: int | None) -> bool:
     try:
-        os.lstat(path, dir_fd=dir_fd)
+        os.lstat(path, **_at(dir_fd))
     except OSError:
         return False
     return True
@@ -250,7 +259,7 @@ def _lexists(path: str, dir_fd: int | None) -> bool:
 
 def _remove(path: str, dir_fd: int | None = None) -> None:
     with suppress(OSError):
-        os.unlink(path, dir_fd=dir_fd)
+        os.unlink(path, **_at(dir_fd))
 
 
 def check_targets(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> None:
