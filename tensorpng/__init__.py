@@ -15,6 +15,7 @@ from ._version import __version__
 from .errors import (
     DecodeError,
     DTypeError,
+    ForkedWriterError,
     LoadError,
     MissingFileError,
     OptionError,
@@ -39,6 +40,7 @@ __all__ = [
     "IMAGENET_STD",
     "DTypeError",
     "DecodeError",
+    "ForkedWriterError",
     "LoadError",
     "MissingFileError",
     "ReadError",

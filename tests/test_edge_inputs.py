@@ -6,7 +6,10 @@ Every error that reaches a caller of a public function must be a TensorPNGError.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import os
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -86,7 +89,9 @@ option_names = st.sampled_from(
 def test_odd_options_raise_tensorpng_errors(name: str, value: object) -> None:
     image = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
     options: dict[str, object] = {"layout": "NHWC", "grid": True, name: value}
-    for function in (tensorpng.encode, tensorpng.to_array):
+    folder = tempfile.mkdtemp()
+    save = functools.partial(tensorpng.save, path=os.path.join(folder, "x.png"))
+    for function in (tensorpng.encode, tensorpng.to_array, save):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with contextlib.suppress(TensorPNGError):
@@ -101,3 +106,12 @@ def test_odd_inputs_raise_tensorpng_errors(data: object) -> None:
             warnings.simplefilter("ignore")
             with contextlib.suppress(TensorPNGError):
                 function(data)
+
+
+@settings(max_examples=60, deadline=None)
+@given(path=st.one_of(st.text(max_size=20), st.binary(max_size=8), st.integers(), st.none()))
+def test_odd_paths_raise_tensorpng_errors(path: object) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.suppress(TensorPNGError):
+            tensorpng.load(path)  # type: ignore[arg-type]
