@@ -307,7 +307,7 @@ class Writer:
         parsed = parse_template(template)
         unused = [key for key in fields if key not in parsed.fields]
         for key in unused:  # a misspelled option lands here: say so rather than ignore it
-            close = difflib.get_close_matches(key, OPTIONS, n=1, cutoff=0.75)
+            close = difflib.get_close_matches(key, OPTIONS, n=1, cutoff=0.6)
             if close:
                 raise UnknownOptionError(
                     f"tensorpng.Writer.save() got {key!r}, which is neither an option nor a field of the "

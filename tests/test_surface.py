@@ -1,0 +1,153 @@
+"""The public surface: typed keyword-only options, one name rule, friendly misuse."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tensorpng
+from conftest import GatedSink, decode_imagecodecs
+from tensorpng import OptionError, PathError, ShapeError, TensorPNGError, UnknownOptionError
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: tensorpng.save(np.zeros((4, 4)), "a.png", sdt=1), "tensorpng.save"),
+        (lambda: tensorpng.encode(np.zeros((4, 4)), value_rnage=(0, 1)), "tensorpng.encode"),
+        (lambda: tensorpng.to_array(np.zeros((4, 4)), lay_out="HW"), "tensorpng.to_array"),
+        (lambda: tensorpng.Writer("w", meen=0.5), "tensorpng.Writer"),
+    ],
+)
+def test_a_misspelled_option_names_the_function_and_the_closest_option(call: object, name: str) -> None:
+    with pytest.raises(UnknownOptionError, match=rf"{name}\(\) got an unknown option .*did you mean") as info:
+        call()  # type: ignore[operator]
+    assert isinstance(info.value, TypeError) and isinstance(info.value, TensorPNGError)
+
+
+def test_writer_save_catches_a_misspelled_option_among_the_fields(tmp_path: Path) -> None:
+    with tensorpng.Writer(tmp_path) as writer, pytest.raises(UnknownOptionError, match="did you mean 'std'"):
+        writer.save(np.zeros((4, 4), np.float32), "a.png", sdt=0.5)
+    assert not any(tmp_path.iterdir())
+
+
+def test_positional_options_are_refused_with_a_hint() -> None:
+    with pytest.raises(UnknownOptionError, match="by keyword"):
+        tensorpng.encode(np.zeros((4, 4)), "HW")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"overwrite": "False"}, "overwrite must be True or False"), ({"bits": 16.0}, "bits must be 8 or 16")],
+)
+def test_option_values_are_checked_strictly(options: dict[str, object], message: str, tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match=message):
+        tensorpng.save(np.zeros((4, 4), np.float32), tmp_path / "a.png", **options)  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())
+
+
+def test_save_and_writer_name_a_batch_the_same_way(tmp_path: Path) -> None:
+    batch = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    saved = tensorpng.save(batch, tmp_path / "a" / "img.png")
+    with tensorpng.Writer(tmp_path / "b") as writer:
+        writer.save(batch, "img.png")
+    assert [p.name for p in saved] == ["img_0.png", "img_1.png", "img_2.png"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [p.name for p in saved]
+    for index, path in enumerate(saved):
+        assert np.array_equal(decode_imagecodecs(path.read_bytes()), batch[index])
+
+
+def test_a_batch_of_one_is_written_to_the_path_itself(tmp_path: Path) -> None:
+    depth = torch.rand(1, 1, 12, 16)
+    assert tensorpng.save(depth, tmp_path / "depth.png", cmap="turbo", scale="image") == [
+        tmp_path / "depth.png"
+    ]
+    assert tensorpng.load(tmp_path / "depth.png").shape == (1, 12, 16)
+    with tensorpng.Writer(tmp_path) as writer:
+        writer.save(depth, "w.png", cmap="turbo", scale="image")
+    assert (tmp_path / "w.png").is_file()
+
+
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_label_batches_of_two_to_four_are_batches(count: int, tmp_path: Path) -> None:
+    labels = torch.randint(0, 21, (count, 6, 7))
+    paths = tensorpng.save(labels, tmp_path / "seg" / "{index}.png", palette="voc")
+    assert len(paths) == count
+    for path, expected in zip(paths, labels, strict=True):
+        assert np.array_equal(tensorpng.load(path), expected.numpy())
+
+
+def test_a_png_suffix_is_required(tmp_path: Path) -> None:
+    with pytest.raises(PathError, match=r"has \.jpg; end it with \.png"):
+        tensorpng.save(np.zeros((4, 4), np.uint8), tmp_path / "a.jpg")
+    assert not any(tmp_path.iterdir())
+
+
+def test_images_of_different_sizes_get_a_clear_error() -> None:
+    with pytest.raises(ShapeError, match="different shapes.*one by one"):
+        tensorpng.to_array([np.zeros((4, 4)), np.zeros((5, 4))])
+
+
+def test_five_dimensional_input_suggests_flatten() -> None:
+    with pytest.raises(ShapeError, match=r"flatten\(0, 1\)"):
+        tensorpng.to_array(torch.zeros(2, 3, 3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("values", "options", "fix"),
+    [
+        (
+            np.linspace(0, 255, 3 * 32 * 32, dtype=np.float32).reshape(32, 32, 3),
+            {},
+            "value_range=\\(0, 255\\)",
+        ),
+        ((np.random.default_rng(1).random((3, 32, 32), np.float32) - 0.45) / 0.22, {}, "mean=/std="),
+    ],
+)
+def test_the_two_common_mistakes_warn_once(values: np.ndarray, options: dict[str, object], fix: str) -> None:
+    batch = np.stack([values] * 5)  # one warning for the call, not one per image
+    with pytest.warns(UserWarning, match=fix) as record:
+        tensorpng.to_array(batch, **options)  # type: ignore[arg-type]
+    assert len([w for w in record if issubclass(w.category, UserWarning)]) == 1
+    assert record[0].filename == __file__  # points at the caller's line
+
+
+def test_float_slivers_above_one_do_not_warn() -> None:
+    image = np.random.default_rng(2).random((32, 32, 3)).astype(np.float32)
+    image[::3] = np.float32(1.0000001)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensorpng.encode(image)
+        tensorpng.encode(image, mean=0.0, std=1.0)
+
+
+def test_the_writer_warns_from_its_workers_for_device_style_inputs(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="value_range"), tensorpng.Writer(tmp_path) as writer:
+        writer.save(torch.rand(2, 3, 16, 16) * 255, "{index}.png")
+
+
+def test_save_to_an_fsspec_url(tmp_path: Path) -> None:
+    import fsspec  # installed with the tests (the s3 extra)
+    batch = np.random.default_rng(3).integers(0, 255, (2, 8, 8), dtype=np.uint8)
+    urls = tensorpng.save(batch, "memory://surface/run/{index:02d}.png", layout="NHW")
+    assert urls == ["memory:///surface/run/00.png", "memory:///surface/run/01.png"]
+    fs = fsspec.filesystem("memory")
+    assert np.array_equal(decode_imagecodecs(fs.cat("/surface/run/01.png")), batch[1])
+
+
+def test_a_sink_is_injected_through_the_constructor(tmp_path: Path) -> None:
+    sink = GatedSink(tmp_path)
+    sink.gate.set()
+    with tensorpng.Writer("unused-root", sink=sink) as writer:
+        writer.save(np.zeros((4, 4), np.uint8), "x.png")
+    assert (tmp_path / "x.png").is_file() and not Path("unused-root").exists()
+
+
+def test_every_public_name_is_listed() -> None:
+    assert sorted(tensorpng.__all__) == sorted(set(tensorpng.__all__))
+    for name in tensorpng.__all__:
+        assert hasattr(tensorpng, name)
