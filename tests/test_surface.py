@@ -132,6 +132,7 @@ def test_the_writer_warns_from_its_workers_for_device_style_inputs(tmp_path: Pat
 
 def test_save_to_an_fsspec_url(tmp_path: Path) -> None:
     import fsspec  # installed with the tests (the s3 extra)
+
     batch = np.random.default_rng(3).integers(0, 255, (2, 8, 8), dtype=np.uint8)
     urls = tensorpng.save(batch, "memory://surface/run/{index:02d}.png", layout="NHW")
     assert urls == ["memory:///surface/run/00.png", "memory:///surface/run/01.png"]
