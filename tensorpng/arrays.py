@@ -1,4 +1,6 @@
-"""Input adaptation: any tensor or array a caller holds, as a NumPy array or a torch tensor.
+"""Internal module.
+
+Input adaptation: any tensor or array a caller holds, as a NumPy array or a torch tensor.
 
 Frameworks are detected through ``sys.modules`` (as einops does): torch is never imported
 here, only used when the caller has already imported it (a torch tensor cannot exist

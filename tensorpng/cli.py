@@ -1,4 +1,6 @@
-"""Command line: ``tensorpng convert INPUT... -o OUTDIR [options]``, ``tensorpng info``,
+"""Internal module.
+
+Command line: ``tensorpng convert INPUT... -o OUTDIR [options]``, ``tensorpng info``,
 ``tensorpng gallery DIR`` and ``tensorpng pack-npz DIR -o samples.npz`` (see :mod:`tensorpng._npz`).
 
 Turns saved tensor files (``.pt``/``.pth``, ``.npy``, ``.npz``, ``.safetensors``) into PNG

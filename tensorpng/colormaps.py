@@ -1,4 +1,6 @@
-"""Colormaps: 256-entry RGB lookup tables for single-channel uint8 images.
+"""Internal module.
+
+Colormaps: 256-entry RGB lookup tables for single-channel uint8 images.
 
 The colours come from a maintained package rather than tables kept here: the dependency-free
 ``cmap`` package (``pip install 'tensorpng[colormaps]'``) first, matplotlib when ``cmap`` is

@@ -1,4 +1,6 @@
-"""Conversion: from any input to PNG samples, composing arrays, layout, scaling and grid.
+"""Internal module.
+
+Conversion: from any input to PNG samples, composing arrays, layout, scaling and grid.
 
 The data's path: ``as_source`` (NumPy view, or a torch tensor on its accelerator) ->
 ``resolve_layout`` / ``as_nhwc`` (a view ``N x H x W x C``) -> ``make_plan`` (the value

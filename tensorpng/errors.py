@@ -1,4 +1,6 @@
-"""The one exception family of tensorpng.
+"""Internal module; its public names are re-exported by ``tensorpng``.
+
+The one exception family of tensorpng.
 
 Every error the library raises on bad input derives from :class:`TensorPNGError`; each
 concrete error also derives from the builtin that fits (``ValueError`` or ``TypeError``),

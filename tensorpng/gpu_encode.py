@@ -1,4 +1,6 @@
-"""PNG encoding in torch operations, batched: on a GPU only compressed bytes leave the device.
+"""Internal module.
+
+PNG encoding in torch operations, batched: on a GPU only compressed bytes leave the device.
 
 Written with plain torch operations, so the same code runs on CUDA tensors in production and
 on CPU tensors in tests. For a batch ``N x H x W x C`` of uint8/uint16 samples:

@@ -1,4 +1,6 @@
-"""Grids: tile a batch of converted images into one image, with torchvision's geometry.
+"""Internal module.
+
+Grids: tile a batch of converted images into one image, with torchvision's geometry.
 
 Works on the converted samples (uint8/uint16, on the host), so a grid costs one copy of the
 batch. The geometry is that of ``torchvision.utils.make_grid``: ``nrow`` images per row,

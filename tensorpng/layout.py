@@ -1,4 +1,6 @@
-"""Layouts: which axis of an input is the batch, the height, the width and the channels.
+"""Internal module.
+
+Layouts: which axis of an input is the batch, the height, the width and the channels.
 
 Every input is viewed (without a copy) as a batch ``N x H x W x C``. An explicit ``layout=``
 always wins; without one, the layout is inferred only where the shape is unambiguous:

@@ -1,4 +1,6 @@
-"""Reading PNGs back: ``load`` checks the file, decodes it and undoes tensorpng's value mapping.
+"""Internal module; its public names are re-exported by ``tensorpng``.
+
+Reading PNGs back: ``load`` checks the file, decodes it and undoes tensorpng's value mapping.
 
 Every file is treated as untrusted. Before any pixel is decoded, :mod:`tensorpng._png_chunks`
 checks its chunks (bounds, every CRC, IHDR, PLTE/tRNS placement), the declared size against

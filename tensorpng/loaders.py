@@ -1,4 +1,6 @@
-"""Loading saved tensor files safely: ``.pt``/``.pth``, ``.npy``, ``.npz``, ``.safetensors``.
+"""Internal module.
+
+Loading saved tensor files safely: ``.pt``/``.pth``, ``.npy``, ``.npz``, ``.safetensors``.
 
 No loader runs code from the file: ``torch.load`` is always called with
 ``weights_only=True`` (passed explicitly, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot

@@ -1,4 +1,6 @@
-"""Palettes for label maps saved as indexed-colour (palette) PNGs.
+"""Internal module.
+
+Palettes for label maps saved as indexed-colour (palette) PNGs.
 
 A palette is a ``P x 3`` uint8 RGB array, ``1 <= P <= 256``: entry ``i`` is the colour of
 label ``i``. :func:`resolve_palette` turns what a caller may pass (a name, ``True``, a list of

@@ -1,4 +1,6 @@
-"""PNG encoding: row filters in NumPy, deflate in a maintained library, framing here.
+"""Internal module.
+
+PNG encoding: row filters in NumPy, deflate in a maintained library, framing here.
 
 The heavy work is two calls that release the GIL: NumPy's element-wise ufuncs (the row
 filters) and the deflate of the filtered bytes (ISA-L through ``isal`` by default, the

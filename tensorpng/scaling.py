@@ -1,4 +1,6 @@
-"""Scaling: from the input's values to PNG samples (uint8 or uint16), without wrap-around.
+"""Internal module.
+
+Scaling: from the input's values to PNG samples (uint8 or uint16), without wrap-around.
 
 Float inputs (and integer inputs given ``mean``/``std``/``value_range``/``scale``) go through
 one affine map per image and channel, then a clamp and a round to nearest::

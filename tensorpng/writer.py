@@ -1,4 +1,6 @@
-"""The Writer: save from inside a training loop without stalling it.
+"""Internal module; its public names are re-exported by ``tensorpng``.
+
+The Writer: save from inside a training loop without stalling it.
 
 ``Writer.save`` validates its input and name, captures it (a capture strategy from
 ``_capture``), queues one task per image and returns. Worker threads encode and write each
