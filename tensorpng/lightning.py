@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ._options import checked_keywords
 from .arrays import torch_module
 from .errors import OptionError
 from .palettes import PaletteSpec
@@ -106,6 +107,7 @@ class ImageSaver(_Callback):
     ``trainer.fit`` returns; an error writing a file is raised there.
     """
 
+    @checked_keywords
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -138,7 +140,9 @@ class ImageSaver(_Callback):
         super().__init__()
         if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
             raise OptionError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
-        if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
+        if max_images is not None and (
+            not isinstance(max_images, int) or isinstance(max_images, bool) or max_images < 1
+        ):
             raise OptionError(f"max_images must be an integer >= 1 or None, got {max_images!r}")
         unknown = _fields(name) - {"step", "epoch", "batch_idx", "index", "rank", "key"}
         if unknown:

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ._api import encode
+from ._options import checked_keywords
 from .errors import DTypeError, OptionError, ShapeError
 from .palettes import PaletteSpec
 from .png import Compression
@@ -87,6 +88,7 @@ def _file_writer(summary_writer: object) -> Any:
     return file_writer
 
 
+@checked_keywords
 def add_images(
     summary_writer: object,
     tag: str,
@@ -148,6 +150,7 @@ def add_images(
     _file_writer(summary_writer).add_summary(image_summary(tag, png), global_step, walltime)
 
 
+@checked_keywords
 def add_image(
     summary_writer: object,
     tag: str,

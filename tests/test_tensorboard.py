@@ -152,3 +152,11 @@ def test_lazy_imports_and_install_hint() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pip install 'tensorpng[tensorboard]'" in result.stdout
+
+
+def test_a_misspelled_option_is_a_tensorpng_error() -> None:
+    import tensorpng
+    from tensorpng.tensorboard import add_images
+
+    with pytest.raises(tensorpng.UnknownOptionError, match="did you mean 'mean'"):
+        add_images(object(), "t", torch.rand(2, 3, 4, 4), 0, meen=0.5)  # type: ignore[call-arg]
