@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensorpng
 from tensorpng.errors import OptionError, TensorPNGError
 from tensorpng.loaders import load_file
-
-torch = pytest.importorskip("torch")
 
 
 def test_torch_uint64_above_int64_does_not_wrap() -> None:
