@@ -324,7 +324,7 @@ def save_image(
     pad_value: float = 0.0,
     bits: Literal[8, 16] = 8,
     compression: Compression = "fast",
-    metadata: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | bool | None = None,
 ) -> None:
     """Save a tensor as a PNG file, as ``torchvision.utils.save_image`` does (same pixels).
 
@@ -339,7 +339,8 @@ def save_image(
         nrow, padding, normalize, value_range, scale_each, pad_value: as in :func:`make_grid`.
         bits: 8 (torchvision's) or 16 (``x * 65535 + 0.5``, clamped, truncated).
         compression: ``"fast"``, ``"small"`` or ``"none"`` (see :func:`tensorpng.encode`).
-        metadata: text chunks to add, ``{key: text}``.
+        metadata: text chunks to add, ``{key: text}`` (as for :func:`tensorpng.save`;
+            ``False`` writes no text at all, not even tensorpng's record).
     """
     _target(fp, format)
     grid = grid_samples(
