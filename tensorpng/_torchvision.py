@@ -7,8 +7,8 @@ one is not padded; ``normalize`` clamps to ``(lo, hi)`` then divides ``x - lo`` 
 ``max(hi - lo, 1e-5)``; a sample is ``x * 255 + 0.5``, clamped to 0..255, truncated.
 
 It is faster because it never builds the float grid that torchvision converts afterwards:
-each image is converted in its own cache-sized pass, straight into its place in a uint8
-grid held as planes (``C x H x W``), which the encoder filters without interleaving them;
+each image is converted in its own cache-sized pass, straight into its place in an
+interleaved uint8 grid (``H x W x C``, the PNG's pixel order), on every core;
 the one big image is then deflated on every core (:mod:`tensorpng._parallel_deflate`).
 Every step is elementwise, so converting image by image gives the same samples as
 torchvision's whole-grid passes; the padding is converted with the same operations.
@@ -245,7 +245,11 @@ def _convert_into(out: np.ndarray, image: Any, is_torch: bool, maximum: int, mod
     values = image * kind(maximum)
     values += kind(0.5)
     np.clip(values, 0, maximum, out=values)
-    out[...] = values  # float to unsigned: truncation, as torch's cast
+    # Float to unsigned truncates, as torch's cast does. Plane by plane: ``out`` is a view of
+    # interleaved pixels, and one strided cast per plane runs ~4x faster than NumPy's cast
+    # of the whole C x H x W block into it (whose innermost loop is the 3 channels).
+    for plane, source in zip(out, values, strict=True):
+        plane[...] = source
 
 
 def grid_samples(
@@ -262,7 +266,10 @@ def grid_samples(
     """The samples :func:`save_image` writes: ``C x H' x W'`` uint8 (uint16 for ``bits=16``).
 
     Equal to ``make_grid(...).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)`` for float
-    inputs; C is 3 for 1-channel input, else the input's (2: gray + alpha, 4: RGBA).
+    inputs; C is 3 for 1-channel input, else the input's (2: gray + alpha, 4: RGBA). The
+    array is a view of ``H' x W' x C`` C-contiguous memory (``.transpose(1, 2, 0)`` is the
+    PNG's pixel order): each image is interleaved while it is converted, in cache, on every
+    core, so the encoder needs no copy of the whole grid.
     """
     if bits not in (8, 16):
         raise OptionError(f"bits must be 8 or 16, got {bits!r}")
@@ -288,27 +295,45 @@ def grid_samples(
     out_channels = 3 if channels == 1 else channels
     grid_height, grid_width = grid_shape(count, height, width, nrow, padding)
     dtype = np.uint8 if bits == 8 else np.uint16
-    shape = (out_channels, grid_height, grid_width)
-    if count == 1:
-        grid = np.empty(shape, dtype)
-    else:
-        grid = np.full(shape, _pad_sample(batch, is_torch, pad_value, maximum, mode), dtype)
+    shape = (grid_height, grid_width, out_channels)
     columns = min(nrow, count)
+    value = _pad_sample(batch, is_torch, pad_value, maximum, mode) if count > 1 else 0
+    # Only the padding is set here: every image's pixels are written once, below. Zero
+    # padding (the default) costs nothing: calloc'd memory is zero already.
+    grid = np.zeros(shape, dtype) if value == 0 and count > 1 else np.empty(shape, dtype)
+    if value != 0:
+        _fill_padding(grid, count, columns, (height, width, padding), value)
 
     def convert(index: int) -> None:
         top = (index // columns) * (height + padding) + padding if count > 1 else 0
         left = (index % columns) * (width + padding) + padding if count > 1 else 0
-        tile = grid[:channels, top : top + height, left : left + width]
-        _convert_into(tile, batch[index], is_torch, maximum, mode)
-        if channels == 1:  # gray becomes RGB: the same samples in three planes
-            grid[1:, top : top + height, left : left + width] = tile
+        tile = grid[top : top + height, left : left + width]
+        _convert_into(tile[:, :, :channels].transpose(2, 0, 1), batch[index], is_torch, maximum, mode)
+        if channels == 1:  # gray becomes RGB: the same samples in three channels
+            tile[:, :, 1:] = tile[:, :, :1]
 
     if is_torch or count < 4 or _parallel_deflate.cpu_count() < 2:
         for index in range(count):
             convert(index)
     else:  # NumPy's ufuncs release the GIL: images convert on every core, into disjoint tiles
         list(_parallel_deflate.shared_pool().map(convert, range(count)))
-    return grid
+    return grid.transpose(2, 0, 1)
+
+
+def _fill_padding(grid: np.ndarray, count: int, columns: int, cell: tuple[int, int, int], value: int) -> None:
+    """Set the padding of an ``H x W x C`` grid of ``count`` images in ``columns`` columns to
+    ``value``: the rows and columns between the images, and the cells no image fills.
+    ``cell``: each image's height and width, and the padding."""
+    height, width, padding = cell
+    rows = -(-count // columns)
+    for row in range(rows + 1):
+        grid[row * (height + padding) : row * (height + padding) + padding] = value
+    for column in range(columns + 1):
+        grid[:, column * (width + padding) : column * (width + padding) + padding] = value
+    for index in range(count, rows * columns):  # the empty cells of the last row
+        top = (index // columns) * (height + padding) + padding
+        left = (index % columns) * (width + padding) + padding
+        grid[top : top + height, left : left + width] = value
 
 
 def save_image(
