@@ -180,21 +180,30 @@ def native_sliced(
     if not starts:
         return None
     bounds = list(zip([0, *starts], [*starts, height], strict=True))
-    parts = [lines[start:stop] for start, stop in bounds]
-    streams = list(shared_pool().map(deflate, parts)) if slices is None else [deflate(p) for p in parts]
+    last = len(bounds) - 1
+
+    def slice_blocks(index: int) -> tuple[bytes, list[bytes | memoryview]] | None:
+        # Parsed on the worker: its Python runs while other slices deflate without the GIL.
+        start, stop = bounds[index]
+        stream = deflate(lines[start:stop])
+        blocks = None if stream is None else _blocks(stream, last=index == last)
+        return None if stream is None or blocks is None else (stream, blocks)
+
+    jobs = range(len(bounds))
+    results = (
+        list(shared_pool().map(slice_blocks, jobs)) if slices is None else [slice_blocks(i) for i in jobs]
+    )
     pieces: list[bytes | memoryview] = []
     checksum = 1
-    for index, ((start, stop), stream) in enumerate(zip(bounds, streams, strict=True)):
-        blocks = None if stream is None else _blocks(stream, last=index == len(bounds) - 1)
-        if blocks is None or stream is None:
+    for (start, stop), result in zip(bounds, results, strict=True):
+        if result is None:
             return None
-        pieces += blocks
+        stream, blocks = result
+        pieces += [stream[:2], *blocks] if not pieces else blocks  # the first slice's zlib header
         checksum = adler32_combine(
             checksum, int.from_bytes(stream[-4:], "big"), (stop - start) * (1 + row_bytes)
         )
-    first = streams[0]
-    assert first is not None
-    return b"".join([first[:2], *pieces, checksum.to_bytes(4, "big")])
+    return b"".join([*pieces, checksum.to_bytes(4, "big")])
 
 
 def _starts_after_zero_rows(lines: np.ndarray, count: int) -> list[int]:
@@ -265,13 +274,14 @@ def _final_stored_block(data: memoryview) -> int | None:
 def _dynamic_block_end(data: memoryview) -> int | None:
     """The bit just past the end-of-block code of ``data``, one final dynamic Huffman block
     followed by zero bits up to a byte boundary; None unless exactly one position fits."""
-    head = bytes(data[:640]) + b"\x00\x00\x00"  # the block header: at most 4,500 bits
+    head = int.from_bytes(data[:640], "little")  # the block header: at most 4,500 bits
+    size = 8 * min(len(data), 640)
     position = 0
 
     def take(bits: int) -> int:
         nonlocal position
         position += bits
-        return _peek(head, position - bits, bits)
+        return (head >> (position - bits)) & ((1 << bits) - 1)
 
     if take(3) != 0b101:  # BFINAL 1, BTYPE 2
         return None
@@ -281,8 +291,8 @@ def _dynamic_block_end(data: memoryview) -> int | None:
         lengths_of_lengths[symbol] = take(3)
     table = _lookup_table(lengths_of_lengths, 7)
     lengths: list[int] = []
-    while len(lengths) < literals + distances and position <= 8 * (len(head) - 3):
-        entry = table[_peek(head, position, 7)]
+    while len(lengths) < literals + distances and position <= size:
+        entry = table[(head >> position) & 0x7F]
         if entry is None:
             return None
         symbol, bits = entry
@@ -311,13 +321,6 @@ def _dynamic_block_end(data: memoryview) -> int | None:
         and (tail >> (end - width - total + 32)) & ((1 << width) - 1) == wanted
     ]
     return ends[0] if len(ends) == 1 else None
-
-
-def _peek(data: bytes, position: int, bits: int) -> int:
-    """``bits`` (at most 17) bits of ``data`` from bit ``position`` on, the first the lowest."""
-    return (int.from_bytes(data[position >> 3 : (position >> 3) + 3], "little") >> (position & 7)) & (
-        (1 << bits) - 1
-    )
 
 
 def _canonical_code(lengths: list[int], symbol: int) -> int:
