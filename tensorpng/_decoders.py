@@ -31,9 +31,26 @@ from ._png_chunks import (
     png_bytes,
     read_container,
 )
-from .errors import DecodeError
+from .errors import DecodeError, OptionError
 
 ENV_VAR = "TENSORPNG_DECODER"
+MAX_IMAGE_PIXELS = 178_956_970  # where Pillow raises DecompressionBombError (2x its MAX_IMAGE_PIXELS)
+
+
+def check_max_pixels(max_pixels: object) -> int | None:
+    """Validate a ``max_pixels`` option (an int, or None for no limit)."""
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)):
+        raise OptionError(f"max_pixels must be an int or None, got {max_pixels!r}")
+    return max_pixels
+
+
+def check_pixels(label: object, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse a declared size over ``max_pixels`` before anything is allocated for it."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise DecodeError(
+            f"{label} declares {width} x {height} = {width * height:,} pixels, more than "
+            f"max_pixels={max_pixels:,} (a decompression bomb?); pass max_pixels=None to read it anyway"
+        )
 
 
 def _imagecodecs(data: bytes, depth: int, color: int) -> np.ndarray:
@@ -178,8 +195,12 @@ def _transparent(image: np.ndarray, trns: bytes, channels: int, dtype: np.dtype)
     return np.where(match, 0, maximum).astype(dtype)
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """The samples of a PNG file's bytes, its container checked first (no record applied)."""
+def decode_png(
+    data: bytes, *, max_pixels: int | None = MAX_IMAGE_PIXELS, label: object = "the file"
+) -> np.ndarray:
+    """The samples of a PNG file's bytes, its container and declared size checked first (no
+    record applied)."""
     container = read_container(data)
+    check_pixels(label, container.header.width, container.header.height, max_pixels)
     inflate_image_data(container)
     return decode(container)

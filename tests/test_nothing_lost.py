@@ -133,22 +133,24 @@ def test_idle_buffers_are_bounded_and_freed_at_close(tmp_path: Path) -> None:
 
 def test_clean_removes_only_our_stale_temporaries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ours = [
-        tmp_path / ".a.png.1a2b3c4d5e.0.tmp",  # write_atomic
-        tmp_path / "sub" / ".b.png.1a2b3c4d5e6f.tmp",  # APNG / fsspec
+        tmp_path / ".a.png.tpng-1a2b3c4d5e-0.tmp",  # write_atomic, APNG, pack-npz, fsspec
+        tmp_path / "sub" / ".b.png.tpng-1a2b3c4d5e6f-12.tmp",
     ]
     others = [
         tmp_path / "keep.tmp",
         tmp_path / ".keep.tmp",
-        tmp_path / ".x.png.nothex.0.tmp",
+        tmp_path / ".x.png.tpng-nothex-0.tmp",
         tmp_path / "a.png",
-        tmp_path / ".a.png.1a2b.0.tmp",  # tag too short
+        tmp_path / ".a.png.tpng-1a2b-0.tmp",  # tag too short
+        tmp_path / ".a.png.1a2b3c4d5e.0.tmp",  # another tool's names (no tpng marker)
+        tmp_path / ".x.1a2b3c4d5e6f7a.tmp",
     ]
     (tmp_path / "sub").mkdir()
     old = time.time() - 7200
     for path in ours + others:
         path.write_bytes(b"x")
         os.utime(path, (old, old))
-    fresh = tmp_path / ".c.png.1a2b3c4d5e.3.tmp"  # a write in progress
+    fresh = tmp_path / ".c.png.tpng-1a2b3c4d5e-3.tmp"  # a write in progress
     fresh.write_bytes(b"x")
     assert main(["clean", str(tmp_path)]) == 0
     assert all(not p.exists() for p in ours)
