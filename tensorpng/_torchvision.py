@@ -30,6 +30,7 @@ import numpy as np
 
 from . import _parallel_deflate
 from ._api import encode
+from ._names import path_text
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
 from .grid import grid_shape
@@ -181,10 +182,11 @@ def _target(fp: Any, format: str | None) -> None:
     if format is not None and (not isinstance(format, str) or format.lower() != "png"):
         raise OptionError(f"tensorpng.save_image writes PNG only, got format={format!r}")
     if isinstance(fp, (str, os.PathLike)):
-        suffix = os.path.splitext(os.fspath(fp))[1].lower()
+        text = path_text(fp)
+        suffix = os.path.splitext(text)[1].lower()
         if suffix not in ("", ".png") and format is None:
             raise OptionError(
-                f"tensorpng.save_image writes PNG only, got the path {os.fspath(fp)!r}; "
+                f"tensorpng.save_image writes PNG only, got the path {text!r}; "
                 "name it .png (or pass format='png' to write PNG bytes under this name)"
             )
         return

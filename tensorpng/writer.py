@@ -27,7 +27,7 @@ from typing import Any, final
 from ._admission import Admission, OnFull, WriterStats
 from ._capture import BufferPool, DeviceJob, HostJob, Job, PinnedJob
 from ._encode import prepare_for
-from ._names import parse_template, relative_name, sanitize_field
+from ._names import parse_template, path_text, relative_name, sanitize_field
 from ._options import (
     Compression,
     Encoder,
@@ -159,9 +159,9 @@ class Writer:
         given = locals()
         self._defaults = {name: given[name] for name in OPTIONS}
         _parse(self._defaults)  # every default checked now, before any save
-        self.root = os.fspath(root)
+        self.root = path_text(root)
         self.rank_zero_only = rank_zero_only
-        self._sink: Sink = sink if sink is not None else open_sink(root, storage_options)
+        self._sink: Sink = sink if sink is not None else open_sink(self.root, storage_options)
         self._admission = Admission(max_pending or DEFAULT_MAX_PENDING, on_full)
         self._buffers = BufferPool(min(self._admission.max_pending, MAX_IDLE_BUFFER_BYTES))
         self._pid = os.getpid()  # a forked child inherits this Writer but not its threads
