@@ -33,7 +33,7 @@ from ._api import encode
 from ._names import path_text
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
-from .grid import grid_shape
+from .grid import allocation_failed, grid_shape
 from .png import Compression
 from .sinks import write_atomic
 
@@ -166,9 +166,13 @@ def make_grid(
     count, channels, height, width = batch.shape
     if count == 1:
         return batch[0].clone() if is_torch else batch[0].copy()
-    grid_height, grid_width = grid_shape(count, height, width, nrow, padding)
+    itemsize = batch.element_size() if is_torch else batch.itemsize
+    grid_height, grid_width = grid_shape(count, height, width, nrow, padding, channels * itemsize)
     shape = (channels, grid_height, grid_width)
-    grid = batch.new_full(shape, pad_value) if is_torch else np.full(shape, pad_value, dtype=batch.dtype)
+    try:
+        grid = batch.new_full(shape, pad_value) if is_torch else np.full(shape, pad_value, dtype=batch.dtype)
+    except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises RuntimeError
+        raise allocation_failed(shape, itemsize) from error
     columns = min(nrow, count)
     for index in range(count):
         top = (index // columns) * (height + padding) + padding
@@ -288,13 +292,16 @@ def grid_samples(
     maximum = (1 << bits) - 1
     count, channels, height, width = batch.shape
     out_channels = 3 if channels == 1 else channels
-    grid_height, grid_width = grid_shape(count, height, width, nrow, padding)
+    grid_height, grid_width = grid_shape(count, height, width, nrow, padding, out_channels * bits // 8)
     dtype = np.uint8 if bits == 8 else np.uint16
     shape = (out_channels, grid_height, grid_width)
-    if count == 1:
-        grid = np.empty(shape, dtype)
-    else:
-        grid = np.full(shape, _pad_sample(batch, is_torch, pad_value, maximum, mode), dtype)
+    try:
+        if count == 1:
+            grid = np.empty(shape, dtype)
+        else:
+            grid = np.full(shape, _pad_sample(batch, is_torch, pad_value, maximum, mode), dtype)
+    except MemoryError:
+        raise allocation_failed(shape, bits // 8) from None
     columns = min(nrow, count)
 
     def convert(index: int) -> None:
