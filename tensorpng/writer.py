@@ -114,10 +114,13 @@ class Writer:
             (see :func:`tensorpng.save`).
 
     Every image passed to ``save`` ends in exactly one of ``stats.images_written`` (its file
-    is complete under its name), ``images_dropped`` (``on_full="drop"`` and a full queue:
-    nothing written) or ``images_failed`` (encoding or writing raised in a worker; the error
-    is raised at the next ``save``/``flush``/``close``, after that call's own images were
-    queued), and is ``images_pending`` until then. Writes below ``root`` never follow a
+    is complete under its name), ``images_dropped`` (never queued, nothing written:
+    ``on_full="drop"`` and a full queue, or a ``save`` interrupted while queueing, e.g. by
+    ``KeyboardInterrupt``) or ``images_failed`` (encoding or writing raised in a worker; the
+    error is raised at the next ``save``/``flush``/``close``, after that call's own images
+    were queued), and is ``images_pending`` until then. A ``save`` that raises before
+    queueing (bad input or name, ``QueueFullError``) and one skipped by ``rank_zero_only``
+    count nothing. Writes below ``root`` never follow a
     symlink (``PathError``). A forked child must make its own Writer: the inherited one
     raises :class:`ForkedWriterError` and is not flushed at the child's exit.
     """
