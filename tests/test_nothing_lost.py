@@ -45,6 +45,48 @@ def test_every_image_is_counted_once_and_a_later_save_is_written(tmp_path: Path)
     assert stats.images_written + stats.images_dropped + stats.images_failed + stats.images_pending == 2
 
 
+class _HeldSink:
+    """A sink whose writes wait for ``release``: keeps the first image pending."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.names: list[str] = []
+
+    def write(self, name: str, data: bytes, overwrite: bool) -> int:
+        self.release.wait(30)
+        self.names.append(name)
+        return len(data)
+
+    def check_absent(self, names: list[str]) -> None:
+        pass
+
+
+def test_refused_saves_count_nothing_dropped_ones_count_dropped(tmp_path: Path) -> None:
+    sink = _HeldSink()
+    writer = tensorpng.Writer(tmp_path, workers=1, max_pending=IMAGE.nbytes, on_full="error", sink=sink)
+    writer.save(IMAGE, "a.png")
+    with pytest.raises(tensorpng.QueueFullError):
+        writer.save(IMAGE, "b.png")
+    with pytest.raises(tensorpng.ShapeError):
+        writer.save(np.zeros((2, 3, 4, 5, 6)), "c.png")
+    sink.release.set()
+    writer.close()
+    assert sink.names == ["a.png"]
+    stats = writer.stats
+    assert (stats.images_written, stats.images_dropped, stats.images_failed, stats.images_pending) == (1, 0, 0, 0)
+
+    sink = _HeldSink()
+    writer = tensorpng.Writer(tmp_path, workers=1, max_pending=IMAGE.nbytes, on_full="drop", sink=sink)
+    writer.save(IMAGE, "a.png")
+    with pytest.warns(RuntimeWarning, match="dropped"):
+        writer.save(IMAGE, "b.png")
+    sink.release.set()
+    writer.close()
+    stats = writer.stats
+    assert sink.names == ["a.png"]
+    assert (stats.images_written, stats.images_dropped, stats.images_failed, stats.images_pending) == (1, 1, 0, 0)
+
+
 def _run_child(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
