@@ -21,8 +21,8 @@ from PIL import Image, ImageSequence
 
 import tensorpng
 from tensorpng._apng import AnimationStream
-from tensorpng.sinks import TEMP_NAME
 from tensorpng.load import read_text
+from tensorpng.sinks import TEMP_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 

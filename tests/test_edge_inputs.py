@@ -145,7 +145,9 @@ def test_a_grid_that_does_not_fit_in_memory_is_an_option_error() -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", GRID_UNDER_RLIMIT], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", GRID_UNDER_RLIMIT], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("OptionError") and "does not fit in the memory" in done.stdout, done.stdout
 

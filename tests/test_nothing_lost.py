@@ -73,7 +73,12 @@ def test_refused_saves_count_nothing_dropped_ones_count_dropped(tmp_path: Path) 
     writer.close()
     assert sink.names == ["a.png"]
     stats = writer.stats
-    assert (stats.images_written, stats.images_dropped, stats.images_failed, stats.images_pending) == (1, 0, 0, 0)
+    assert (stats.images_written, stats.images_dropped, stats.images_failed, stats.images_pending) == (
+        1,
+        0,
+        0,
+        0,
+    )
 
     sink = _HeldSink()
     writer = tensorpng.Writer(tmp_path, workers=1, max_pending=IMAGE.nbytes, on_full="drop", sink=sink)
@@ -84,7 +89,12 @@ def test_refused_saves_count_nothing_dropped_ones_count_dropped(tmp_path: Path) 
     writer.close()
     stats = writer.stats
     assert sink.names == ["a.png"]
-    assert (stats.images_written, stats.images_dropped, stats.images_failed, stats.images_pending) == (1, 1, 0, 0)
+    assert (stats.images_written, stats.images_dropped, stats.images_failed, stats.images_pending) == (
+        1,
+        1,
+        0,
+        0,
+    )
 
 
 def _run_child(code: str) -> subprocess.CompletedProcess[str]:

@@ -174,7 +174,12 @@ def _declaring(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_a_declared_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
@@ -199,7 +204,9 @@ def test_a_declared_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     assert main(["pack-npz", str(valid), "-o", str(out), "-q", "--max-pixels", "19"]) == 1
 
 
-def test_long_non_ascii_output_name_and_our_temporary_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_non_ascii_output_name_and_our_temporary_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import zipfile
 
     from tensorpng.sinks import TEMP_NAME

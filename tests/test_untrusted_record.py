@@ -126,7 +126,9 @@ def test_records_round_trip_through_json() -> None:
         (b"tEXt", b"x" * 200),
     ],
 )
-def test_a_damaged_text_chunk_of_another_key_costs_not_the_record(tmp_path: Path, junk: tuple[bytes, bytes]) -> None:
+def test_a_damaged_text_chunk_of_another_key_costs_not_the_record(
+    tmp_path: Path, junk: tuple[bytes, bytes]
+) -> None:
     from tensorpng._png_chunks import chunk
 
     data = encode_png(IMAGE, text={"tensorpng": forged()})
