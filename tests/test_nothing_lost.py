@@ -18,16 +18,11 @@ import pytest
 
 import tensorpng
 from tensorpng.cli import main
-from tensorpng.errors import OptionError, TargetExistsError, TensorPNGError
+from tensorpng.errors import TargetExistsError, TensorPNGError
 from tensorpng.writer import MAX_IDLE_BUFFER_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = np.zeros((8, 8), np.uint8)
-
-
-def test_encode_rejects_float_bits() -> None:
-    with pytest.raises(OptionError):
-        tensorpng.encode(IMAGE, bits=16.0)  # type: ignore[arg-type]
 
 
 def test_every_image_is_counted_once_and_a_later_save_is_written(tmp_path: Path) -> None:
