@@ -30,9 +30,10 @@ import numpy as np
 
 from . import _parallel_deflate
 from ._api import encode
+from ._names import path_text
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
-from .grid import grid_shape
+from .grid import allocation_failed, grid_shape
 from .png import Compression
 from .sinks import write_atomic
 
@@ -165,9 +166,13 @@ def make_grid(
     count, channels, height, width = batch.shape
     if count == 1:
         return batch[0].clone() if is_torch else batch[0].copy()
-    grid_height, grid_width = grid_shape(count, height, width, nrow, padding)
+    itemsize = batch.element_size() if is_torch else batch.itemsize
+    grid_height, grid_width = grid_shape(count, height, width, nrow, padding, channels * itemsize)
     shape = (channels, grid_height, grid_width)
-    grid = batch.new_full(shape, pad_value) if is_torch else np.full(shape, pad_value, dtype=batch.dtype)
+    try:
+        grid = batch.new_full(shape, pad_value) if is_torch else np.full(shape, pad_value, dtype=batch.dtype)
+    except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises RuntimeError
+        raise allocation_failed(shape, itemsize) from error
     columns = min(nrow, count)
     for index in range(count):
         top = (index // columns) * (height + padding) + padding
@@ -181,10 +186,11 @@ def _target(fp: Any, format: str | None) -> None:
     if format is not None and (not isinstance(format, str) or format.lower() != "png"):
         raise OptionError(f"tensorpng.save_image writes PNG only, got format={format!r}")
     if isinstance(fp, (str, os.PathLike)):
-        suffix = os.path.splitext(os.fspath(fp))[1].lower()
+        text = path_text(fp)
+        suffix = os.path.splitext(text)[1].lower()
         if suffix not in ("", ".png") and format is None:
             raise OptionError(
-                f"tensorpng.save_image writes PNG only, got the path {os.fspath(fp)!r}; "
+                f"tensorpng.save_image writes PNG only, got the path {text!r}; "
                 "name it .png (or pass format='png' to write PNG bytes under this name)"
             )
         return
@@ -293,14 +299,17 @@ def grid_samples(
     maximum = (1 << bits) - 1
     count, channels, height, width = batch.shape
     out_channels = 3 if channels == 1 else channels
-    grid_height, grid_width = grid_shape(count, height, width, nrow, padding)
+    grid_height, grid_width = grid_shape(count, height, width, nrow, padding, out_channels * bits // 8)
     dtype = np.uint8 if bits == 8 else np.uint16
     shape = (grid_height, grid_width, out_channels)
     columns = min(nrow, count)
     value = _pad_sample(batch, is_torch, pad_value, maximum, mode) if count > 1 else 0
     # Only the padding is set here: every image's pixels are written once, below. Zero
     # padding (the default) costs nothing: calloc'd memory is zero already.
-    grid = np.zeros(shape, dtype) if value == 0 and count > 1 else np.empty(shape, dtype)
+    try:
+        grid = np.zeros(shape, dtype) if value == 0 and count > 1 else np.empty(shape, dtype)
+    except MemoryError:
+        raise allocation_failed(shape, bits // 8) from None
     if value != 0:
         _fill_padding(grid, count, columns, (height, width, padding), value)
 

@@ -22,6 +22,7 @@ from PIL import Image, ImageSequence
 import tensorpng
 from tensorpng._apng import AnimationStream
 from tensorpng.load import read_text
+from tensorpng.sinks import TEMP_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -276,4 +277,13 @@ def test_a_killed_process_leaves_no_file_under_the_final_name(tmp_path: Path) ->
         child.wait()
     assert child.returncode == -signal.SIGKILL
     assert not target.exists()
-    assert all(p.name.startswith(".killed.png.") and p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    assert all(p.name.startswith(".killed.png.") and TEMP_NAME.match(p.name) for p in tmp_path.iterdir())
+
+
+def test_long_non_ascii_name(tmp_path: Path) -> None:
+    target = tmp_path / ("ü" * 120 + ".png")  # 244 bytes: a temporary name cut by characters is too long
+    frames = np.zeros((2, 4, 5, 3), np.uint8)
+    frames[1] = 200
+    tensorpng.save_animation(frames, target)
+    with Image.open(target) as image:
+        assert image.n_frames == 2
