@@ -161,7 +161,7 @@ _CL_ORDER = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
 def native_sliced(
     lines: np.ndarray, deflate: Callable[[np.ndarray], bytes | None], *, slices: int | None = None
 ) -> bytes | None:
-    """The zlib stream of ``H x n`` unfiltered scanline bytes (``H`` >= 2), made by ``deflate`` (the native
+    """The zlib stream of ``H x n`` unfiltered scanline bytes, made by ``deflate`` (the native
     encoder: one complete zlib stream of the rows it is given, which it filters) on slices of
     rows on every core; None where it cannot be sliced (no all-zero row to cut after, a slice
     that ``deflate`` declines, a stream of an unexpected form): the caller deflates it whole.
