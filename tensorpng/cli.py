@@ -181,7 +181,7 @@ class _Progress:
 def convert(args: argparse.Namespace) -> int:
     """Run ``tensorpng convert``; returns the exit code."""
     options = _options(args)
-    image_options = parse_image_options(**options)
+    image_options = parse_image_options(options)
     png_options = parse_png_options()
     template = parse_template(args.name or (DEFAULT_GRID_NAME if args.grid else DEFAULT_NAME))
     sink = LocalSink(args.output)
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_workers(args.workers)
         if args.max_values < 1:
             raise OptionError(f"--max-values must be at least 1, got {args.max_values}")
-        parse_image_options(**_options(args))
+        parse_image_options(_options(args))
         unknown = parse_template(args.name or DEFAULT_NAME).fields - set(NAME_FIELDS)
         if unknown:
             raise PathError(
