@@ -62,13 +62,13 @@ class GridKeywords(TypedDict, total=False):
     pad_value: float
 
 
-class LabelKeywords(ConvertKeywords, GridKeywords, total=False):
-    """The conversion options of a grid that may hold label maps (``palette``)."""
+class PaletteKeywords(ConvertKeywords, total=False):
+    """The conversion options of an image that may be a label map (``palette``)."""
 
     palette: PaletteSpec | bool | None
 
 
-class ImageKeywords(LabelKeywords, total=False):
+class ImageKeywords(PaletteKeywords, GridKeywords, total=False):
     """Every conversion option: :func:`tensorpng.to_array`'s."""
 
     grid: bool
@@ -99,6 +99,14 @@ class WriterKeywords(EncodeKeywords, FileKeywords, total=False):
 
 class AnimationKeywords(ConvertKeywords, FileKeywords, total=False):
     """:func:`tensorpng.save_animation`'s options (besides ``fps`` and ``loop``)."""
+
+
+class SummaryImageKeywords(PaletteKeywords, PNGKeywords, total=False):
+    """:func:`tensorpng.tensorboard.add_image`'s options."""
+
+
+class SummaryKeywords(SummaryImageKeywords, GridKeywords, total=False):
+    """:func:`tensorpng.tensorboard.add_images`'s options (always one grid)."""
 
 
 class SaveKeywords(WriterKeywords, total=False):
