@@ -130,29 +130,33 @@ def option(options: Mapping[str, Any], name: str) -> Any:
     return options.get(name, DEFAULTS[name])
 
 
-def takes_options(keywords: type | None = None) -> Callable[[Function], Function]:
+def takes_options(
+    keywords: type | None = None, defaults: Mapping[str, Any] = DEFAULTS
+) -> Callable[[Function], Function]:
     """Decorate a public function whose options are ``**options: Unpack[keywords]``.
 
     The function gets a signature that lists every option of ``keywords`` keyword-only, with
     its type and default (``help()``, ``inspect.signature``); a misspelled keyword raises
     :class:`UnknownOptionError` naming the function and the closest option; and ``options``
-    arrives with every option's default filled in. Without ``keywords`` (explicit keyword
-    parameters), only the check.
+    arrives with every option's default (from ``defaults``) filled in. Without ``keywords``
+    (explicit keyword parameters), only the check.
     """
 
     def decorate(function: Function) -> Function:
-        return _checked(function, keywords)
+        return _checked(function, keywords, defaults)
 
     return decorate
 
 
 def checked_keywords(function: Function) -> Function:
     """:func:`takes_options` for a function that spells every option out."""
-    return _checked(function, None)
+    return _checked(function, None, DEFAULTS)
 
 
-def _option_parameters(keywords: type) -> list[inspect.Parameter]:
+def _option_parameters(keywords: type, defaults: Mapping[str, Any]) -> list[inspect.Parameter]:
     annotations = keywords.__annotations__
+    if not annotations.keys() <= defaults.keys():
+        raise TypeError(f"{keywords.__name__}: no default for {sorted(annotations.keys() - defaults.keys())}")
     return [
         inspect.Parameter(
             name,
@@ -160,26 +164,27 @@ def _option_parameters(keywords: type) -> list[inspect.Parameter]:
             default=default,
             annotation=getattr(annotations[name], "__forward_arg__", annotations[name]),
         )
-        for name, default in DEFAULTS.items()
+        for name, default in defaults.items()
         if name in annotations
     ]
 
 
-def _checked(function: Function, keywords: type | None) -> Function:
+def _checked(function: Function, keywords: type | None, table: Mapping[str, Any]) -> Function:
     signature = inspect.signature(function)
     parameters = list(signature.parameters.values())
+    filled: list[inspect.Parameter] = []
     if keywords is not None:
         declared = function.__annotations__.get("options")
         if declared != f"Unpack[{keywords.__name__}]":  # the decorator and the hint must agree
             raise TypeError(
                 f"{function.__qualname__}: **options is {declared!r}, not Unpack[{keywords.__name__}]"
             )
-        filled = _option_parameters(keywords)
+        filled = _option_parameters(keywords, table)
         parameters = [p for p in parameters if p.kind is not p.VAR_KEYWORD] + filled
         signature = signature.replace(parameters=parameters)
     elif any(p.kind is p.VAR_KEYWORD for p in parameters):
         return function  # takes any keyword (name fields): it checks them itself
-    defaults = {p.name: p.default for p in filled} if keywords is not None else {}
+    defaults = {p.name: p.default for p in filled}
     names = frozenset(p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
     options = frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
     positional = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
