@@ -15,7 +15,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, TypedDict, Unpack
 
 import numpy as np
 
@@ -66,12 +66,14 @@ def check_image(image: np.ndarray) -> None:
         raise ShapeError(f"PNG width and height are at most 2**31-1, got shape {tuple(image.shape)}")
 
 
-def encode_png(
-    image: np.ndarray,
-    *,
-    compression: Compression = "fast",
-    text: Mapping[str, str] | None = None,
-) -> bytes:
+class StageKeywords(TypedDict, total=False):
+    """The options of every encoding stage; defaults on the first stages' signatures."""
+
+    compression: Compression
+    text: Mapping[str, str] | None
+
+
+def encode_png(image: np.ndarray, **options: Unpack[StageKeywords]) -> bytes:
     """Encode one image as PNG bytes.
 
     Args:
@@ -90,7 +92,7 @@ def encode_png(
     Returns:
         The bytes of a complete PNG file: ``finish_png(filter_png(image, ...))``.
     """
-    return finish_png(filter_png(image, compression=compression, text=text))
+    return finish_png(filter_png(image, **options))
 
 
 @dataclass(frozen=True)
@@ -230,16 +232,10 @@ def _pack_indices(labels: np.ndarray, depth: int) -> np.ndarray:
     return packed
 
 
-def encode_indexed_png(
-    labels: np.ndarray,
-    palette: np.ndarray,
-    *,
-    compression: Compression = "fast",
-    text: Mapping[str, str] | None = None,
-) -> bytes:
+def encode_indexed_png(labels: np.ndarray, palette: np.ndarray, **options: Unpack[StageKeywords]) -> bytes:
     """Encode a label map as an indexed-colour (palette) PNG: ``finish_png`` of
     :func:`filter_indexed_png` (same arguments)."""
-    return finish_png(filter_indexed_png(labels, palette, compression=compression, text=text))
+    return finish_png(filter_indexed_png(labels, palette, **options))
 
 
 def filter_indexed_png(

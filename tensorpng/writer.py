@@ -92,7 +92,7 @@ def current_rank() -> int:
     return 0
 
 
-class Writer:
+class Writer(contextlib.AbstractContextManager["Writer"]):
     """Save tensors from a loop without stalling it.
 
     Args:
@@ -264,9 +264,6 @@ class Writer:
             self._pool.shutdown(wait=True)
             self._buffers.clear()
             atexit.unregister(self._close_at_exit)
-
-    def __enter__(self) -> Writer:
-        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
