@@ -48,32 +48,10 @@ LITLEN_SYMBOLS = 286
 # Length codes 257..284 and their base lengths and extra bits (RFC 1951, 3.2.5).
 TAIL_MIN = 3
 TAIL_FIRST_CODE = 257
-TAIL_BASE_LIST: tuple[int, ...] = (
-    3,
-    4,
-    5,
-    6,
-    7,
-    8,
-    9,
-    10,
-    11,
-    13,
-    15,
-    17,
-    19,
-    23,
-    27,
-    31,
-    35,
-    43,
-    51,
-    59,
-    67,
-    83,
-    99,
-)
-TAIL_BASE_LIST += (115, 131, 163, 195, 227)
+TAIL_BASE_LIST = (
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
+    131, 163, 195, 227,
+)  # fmt: skip
 TAIL_EXTRA_LIST = (0,) * 8 + (1,) * 4 + (2,) * 4 + (3,) * 4 + (4,) * 4 + (5,) * 4
 MAX_BITS = 15
 MATCH_LENGTH = 258
