@@ -1,9 +1,12 @@
-"""Internal: the options of the public functions, parsed once into frozen records.
+"""Internal: the options of the public functions, declared once and parsed once.
 
-Public functions spell every option out as a typed keyword-only parameter (so IDEs complete
-them and ``help()`` lists them) and hand them here; everything is validated before any I/O.
-:func:`checked_keywords` turns Python's bare "unexpected keyword argument" into an
-:class:`~tensorpng.UnknownOptionError` that names the public function and the closest option.
+Each option is declared once, with its type, in a ``TypedDict`` group (:class:`ScaleKeywords`
+and the others, composed by inheritance), and its default once, in :data:`DEFAULTS`. Public
+functions take ``**options: Unpack[Group]`` (PEP 692), so type checkers and IDEs check and
+complete every option; :func:`takes_options` gives them a signature that lists each option for
+``help()``, turns Python's bare "unexpected keyword argument" into an
+:class:`~tensorpng.UnknownOptionError` that names the function and the closest option, and fills
+in the defaults. The values are then validated into frozen records before any I/O.
 """
 
 from __future__ import annotations
