@@ -15,6 +15,7 @@ import difflib
 import functools
 import inspect
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, TypeVar
@@ -178,7 +179,9 @@ def _checked(function: Function, keywords: type | None, table: Mapping[str, Any]
     filled: list[inspect.Parameter] = []
     if keywords is not None:
         declared = function.__annotations__.get("options")
-        if declared != f"Unpack[{keywords.__name__}]":  # the decorator and the hint must agree
+        hint = declared if isinstance(declared, str) else repr(declared)  # str under PEP 563
+        if not re.fullmatch(rf"(typing\.)?Unpack\[([\w.]+\.)?{keywords.__name__}\]", hint):
+            # the decorator and the hint must name the same group
             raise TypeError(
                 f"{function.__qualname__}: **options is {declared!r}, not Unpack[{keywords.__name__}]"
             )
