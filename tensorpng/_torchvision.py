@@ -34,7 +34,7 @@ from ._names import path_text
 from ._options import takes_options
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
-from .grid import allocation_failed, grid_shape
+from .grid import allocation_failed, fill_padding, grid_shape, tile_origin
 from .png import Compression
 from .sinks import write_atomic
 
@@ -131,15 +131,6 @@ def _normalized(batch: Any, is_torch: bool, value_range: tuple[float, float] | N
     return out
 
 
-def _tile_origin(index: int, count: int, nrow: int, height: int, width: int, padding: int) -> tuple[int, int]:
-    """Top left pixel of image ``index`` of ``count`` in the grid (0, 0 for a batch of one,
-    which is not padded)."""
-    if count == 1:
-        return 0, 0
-    columns = min(nrow, count)
-    return (index // columns) * (height + padding) + padding, (index % columns) * (width + padding) + padding
-
-
 class GridSampleKeywords(TypedDict, total=False):
     """``make_grid``'s options, and the sample depth."""
 
@@ -210,7 +201,7 @@ def make_grid(
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises RuntimeError
         raise allocation_failed(shape, itemsize) from error
     for index in range(count):
-        top, left = _tile_origin(index, count, nrow, height, width, padding)
+        top, left = tile_origin(index, count, nrow, height, width, padding)
         grid[:, top : top + height, left : left + width] = batch[index]
     return grid
 
@@ -348,10 +339,10 @@ def _grid_samples(tensor: Any, options: Mapping[str, Any]) -> np.ndarray:
     except MemoryError:
         raise allocation_failed(shape, bits // 8) from None
     if value != 0:
-        _fill_padding(grid, count, columns, (height, width, padding), value)
+        fill_padding(grid, count, columns, (height, width, padding), value)
 
     def convert(index: int) -> None:
-        top, left = _tile_origin(index, count, nrow, height, width, padding)
+        top, left = tile_origin(index, count, nrow, height, width, padding)
         tile = grid[top : top + height, left : left + width]
         _convert_into(tile[:, :, :channels].transpose(2, 0, 1), batch[index], is_torch, maximum, mode)
         if channels == 1:  # gray becomes RGB: the same samples in three channels
@@ -363,21 +354,6 @@ def _grid_samples(tensor: Any, options: Mapping[str, Any]) -> np.ndarray:
     else:  # NumPy's ufuncs release the GIL: images convert on every core, into disjoint tiles
         list(_parallel_deflate.shared_pool().map(convert, range(count)))
     return grid.transpose(2, 0, 1)
-
-
-def _fill_padding(grid: np.ndarray, count: int, columns: int, cell: tuple[int, int, int], value: int) -> None:
-    """Set the padding of an ``H x W x C`` grid of ``count`` images in ``columns`` columns to
-    ``value``: the rows and columns between the images, and the cells no image fills.
-    ``cell``: each image's height and width, and the padding."""
-    height, width, padding = cell
-    rows = -(-count // columns)
-    for row in range(rows + 1):
-        grid[row * (height + padding) : row * (height + padding) + padding] = value
-    for column in range(columns + 1):
-        grid[:, column * (width + padding) : column * (width + padding) + padding] = value
-    for index in range(count, rows * columns):  # the empty cells of the last row
-        top, left = _tile_origin(index, rows * columns, columns, height, width, padding)
-        grid[top : top + height, left : left + width] = value
 
 
 @takes_options(SaveImageKeywords, TORCHVISION_DEFAULTS)
