@@ -217,6 +217,15 @@ def _write_in(
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 _temp_counter = itertools.count()
 _PROCESS_TAG = secrets.token_hex(4)
+_process_prefix = f"{_PROCESS_TAG}{os.getpid():x}."  # kept, not a getpid() call per file
+
+
+def _refresh_prefix_after_fork() -> None:
+    global _process_prefix
+    _process_prefix = f"{_PROCESS_TAG}{os.getpid():x}."
+
+
+os.register_at_fork(after_in_child=_refresh_prefix_after_fork)
 
 
 def _temp_tag() -> str:
@@ -224,7 +233,7 @@ def _temp_tag() -> str:
 
     (``O_EXCL`` still refuses a name that exists, so a clash could fail, never overwrite.)
     """
-    return f"{_PROCESS_TAG}{os.getpid():x}.{next(_temp_counter)}"
+    return f"{_process_prefix}{next(_temp_counter)}"
 
 
 def _at(dir_fd: int | None) -> dict[str, Any]:
