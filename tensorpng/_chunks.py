@@ -30,14 +30,25 @@ CHUNK_SAMPLES = 1 << 17  # ~128 K samples (512 KiB of float32 values): a chunk s
 MAX_CHUNK_IMAGES = 64
 
 
-def chunk_bounds(batch: Batch, threads: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each chunk of a host batch: images of up to ``CHUNK_SAMPLES``
-    samples together, and at least 4 chunks per thread where the batch has that many images
-    (so that the threads share the work)."""
-    count = batch.count
+def chunk_size(batch: Batch, threads: int) -> int:
+    """Images per chunk of a host batch: images of up to ``CHUNK_SAMPLES`` samples together,
+    and at least 4 chunks per thread where the batch has that many images (so that the
+    threads share the work)."""
     per_image = max(1, math.prod(int(d) for d in batch.images.shape[1:]))
-    size = max(1, min(MAX_CHUNK_IMAGES, CHUNK_SAMPLES // per_image, -(-count // (4 * threads))))
+    return max(1, min(MAX_CHUNK_IMAGES, CHUNK_SAMPLES // per_image, -(-batch.count // (4 * threads))))
+
+
+def chunk_bounds(batch: Batch, threads: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each chunk of a host batch (see :func:`chunk_size`)."""
+    count, size = batch.count, chunk_size(batch, threads)
     return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def chunk_around(batch: Batch, index: int, threads: int) -> tuple[int, int]:
+    """``(start, stop)`` of the chunk of :func:`chunk_bounds` that holds image ``index``."""
+    size = chunk_size(batch, threads)
+    start = index - index % size
+    return start, min(start + size, batch.count)
 
 
 def convert_chunk(batch: Batch, start: int, stop: int) -> list[ConvertedImage]:
@@ -132,6 +143,9 @@ def chunk_texts(
     if not png_options.record:
         return [text_chunks(png_options.metadata, None, False)] * len(extremes)
     batched = batch.layout.batched
+    if len(extremes) == 1:  # one image: its record as it is (no template to fill in)
+        entry = mapping_record(batch, start if batched else None, extremes[0])
+        return [text_chunks(png_options.metadata, entry, True)]
     base = mapping_record(batch, start if batched else None, extremes[0]).json_entry()
     ends = batch.value_ends if base.get("value_range") is not None else None
     if ends is not None and ends[0].shape[0] == 1:

@@ -140,9 +140,12 @@ _FIELD_NAMES = tuple(field.name for field in fields(MappingRecord))
 _OMITTED_WHEN_NONE = frozenset(("cmap", "grid", "per_image_range", "frames", "fps", "loop"))
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"))  # what json.dumps(separators=...) makes per call
+
+
 def record_json(entry: Mapping[str, Any]) -> str:
     """The text of a record's JSON object (see :meth:`MappingRecord.json_entry`)."""
-    return json.dumps(entry, separators=(",", ":"))
+    return _JSON.encode(entry)
 
 
 def _number(value: object, name: str) -> float:
