@@ -54,7 +54,7 @@ def chunk_around(batch: Batch, index: int, threads: int) -> tuple[int, int]:
 def convert_chunk(batch: Batch, start: int, stop: int) -> list[ConvertedImage]:
     """Images ``start`` to ``stop`` of a host batch, each as :meth:`Batch.image` gives it."""
     converted = None
-    if not batch.converted and batch.plan.mode == "affine":
+    if stop - start > 1 and not batch.converted and batch.plan.mode == "affine":
         converted = _convert_affine_chunk(batch.plan, batch.images[start:stop], start)
     if converted is None:
         return [batch.image(index) for index in range(start, stop)]
