@@ -114,18 +114,16 @@ def _convert_affine_chunk(plan: Plan, x: np.ndarray, start: int) -> list[Convert
         image_values = values[index]
         image_values[np.isnan(image_values)] = 0
         nans[index] = int(np.count_nonzero(np.isnan(x[index]))) if x.dtype.kind == "f" else 0
-    samples = np.empty(values.shape, dtype=plan.out_dtype)
-    np.copyto(samples, values, casting="unsafe")  # truncates: values hold the + 0.5 already
-    if planar and count > 1:  # interleaved for the chunk at once, not image by image
-        images = np.empty((count, height, width, channels), dtype=samples.dtype)
+    # the samples: truncated (values hold the + 0.5 already), and interleaved in the same pass
+    # for planes, a channel at a time (3x faster than one transposed copy)
+    images = np.empty((count, height, width, channels), dtype=plan.out_dtype)
+    if planar:
         pixels = images.reshape(count, -1, channels)
-        for channel in range(channels):  # a channel at a time: 3x faster than a transposed copy
-            pixels[:, :, channel] = samples[:, channel]
-    elif planar:  # one image: its planes, as convert_image gives them (the encoder reads planes)
-        images = samples.reshape(count, channels, height, width).transpose(0, 2, 3, 1)
+        for channel in range(channels):
+            np.copyto(pixels[:, :, channel], values[:, channel], casting="unsafe")
     else:
-        images = samples.reshape(count, height, width, channels)
-    lows, highs = low.min(axis=1).tolist(), high.max(axis=1).tolist()
+        np.copyto(images.reshape(values.shape), values, casting="unsafe")
+    lows, highs = low.min(axis=1).tolist(), high.max(axis=1).tolist()  # ints for integer input
     known = finite.tolist()
     return [
         ConvertedImage(images[i], nans[i], (float(lows[i]), float(highs[i])) if known[i] else None)

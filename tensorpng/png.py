@@ -569,6 +569,16 @@ def filter_pngs(
     bit_depth = 8 * first.dtype.itemsize
     header = SIGNATURE + ihdr(width, height, bit_depth, COLOR_TYPES[1 if first.ndim == 2 else first.shape[2]])
     native = compression == "fast" and _cpu_codec.method(bit_depth) == "native"
+    if native and bit_depth == 8 and all(image.flags.c_contiguous for image in images):
+        # the extension takes the sample bytes as they lie (what _byte_planes and
+        # _interleaved_bytes give for C-contiguous images, without their calls)
+        bpp = 1 if first.ndim == 2 else int(first.shape[2])
+        return [
+            FilteredPNG(
+                header + text_chunks(text) if text else header, image.reshape(height, -1), "fast", 0.0, bpp
+            )
+            for image, text in zip(images, texts, strict=True)
+        ]
     return [
         _filtered(*_byte_planes(image), header, bit_depth, compression, native, text)
         for image, text in zip(images, texts, strict=True)
