@@ -13,7 +13,8 @@ each writing one file per image into a fresh folder under ``--dir``:
 - ``save per image``: ``tensorpng.save(x[i], folder / f"{i:04d}.png")``, one call each;
 - ``Writer``: ``tensorpng.Writer(folder).save(x, "{index:04d}.png")`` then ``close()``.
 
-Printed: the median images/s over ``--repeat`` runs with the min..max spread, and the ratio
+Printed first: how much a second thread adds right now (on a shared machine the pipeline's
+helper threads may find no free core). Then the median images/s over ``--repeat`` runs with the min..max spread, and the ratio
 of the medians to the recipe's (target for ``save(batch)``: >= 3x). Then per-call encode
 times of one RGB uint8 image (``H x W x 3``) at 32 x 32 and 64 x 64: ``tensorpng.encode``
 against ``cv2.imencode(".png", ...)`` and Pillow (both at their defaults), medians of
@@ -30,7 +31,9 @@ import io
 import shutil
 import statistics
 import tempfile
+import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,6 +142,28 @@ def time_encodes(image: np.ndarray, calls: int, repeat: int) -> dict[str, list[f
     return times
 
 
+def second_core() -> float:
+    """How much a second thread adds to zlib (which releases the GIL) on this machine now:
+    2.0 when a second core is free, 1.0 when other work holds it (the pipeline's helpers then
+    cannot help)."""
+    data = np.random.default_rng(0).integers(0, 64, 1 << 21, dtype=np.uint8).tobytes()
+
+    def work() -> None:
+        for _ in range(4):
+            zlib.compress(data, 6)
+
+    start = time.perf_counter()
+    work()
+    one = time.perf_counter() - start
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return 2 * one / (time.perf_counter() - start)
+
+
 def spread(values: list[float], digits: int = 0) -> str:
     return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}..{max(values):,.{digits}f})"
 
@@ -154,6 +179,7 @@ def main() -> None:
     args = parser.parse_args()
 
     x = cifar_like(args.count)
+    print(f"a second thread gives {second_core():.2f}x (2.00: a free second core)")
     if not args.skip_saves:
         with tempfile.TemporaryDirectory(dir=args.dir) as temp:
             root = Path(temp)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -132,7 +133,7 @@ def _convert_affine_chunk(plan: Plan, x: np.ndarray, start: int) -> list[Convert
 
 
 def chunk_texts(
-    png_options: PNGOptions, batch: Batch, start: int, extremes: list[Extremes | None]
+    png_options: PNGOptions, batch: Batch, start: int, extremes: Sequence[Extremes | None]
 ) -> list[dict[str, str] | None]:
     """The text chunks of images ``start`` to ``start + len(extremes)`` of a batch of files
     (one per image), as ``_encode.texts`` makes each: the record's JSON is made once per
@@ -157,7 +158,11 @@ def chunk_texts(
         if pair is None:  # NaN or inf: the finite extremes, as mapping_record finds them
             text = mapping_record(batch, index if batched else None, None).to_json()
         else:
-            values = {"index": index if batched else None, "min": pair[0], "max": pair[1]}
+            values: dict[str, float | list[float] | None] = {
+                "index": index if batched else None,
+                "min": pair[0],
+                "max": pair[1],
+            }
             if ends is not None:
                 values["value_range"] = [float(ends[0][index, 0]), float(ends[1][index, 0])]
             pieces[1::2] = [_json_number(values[name]) for name in per_image]

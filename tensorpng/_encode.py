@@ -128,7 +128,8 @@ def filtered_chunk(
     grid), converted in one pass (see :mod:`tensorpng._chunks`); ``extremes``: as given to
     ``filtered_image``, for the whole batch."""
     images = convert_chunk(batch, start, stop)
-    pairs = extremes[start:stop] if extremes is not None else [image.extremes for image in images]
+    pairs: list[Extremes | None] = []
+    pairs += extremes[start:stop] if extremes is not None else [image.extremes for image in images]
     text = chunk_texts(png_options, batch, start, pairs)
     if batch.palette_table is not None:
         return [_filtered(batch, image, png_options, t) for image, t in zip(images, text, strict=True)]

@@ -77,13 +77,13 @@ class SourceArray:
 def dtype_text(dtype: object) -> str:
     """A NumPy or torch dtype's name as messages and records write it (``"float32"``)."""
     try:
-        return _dtype_texts(type(dtype), dtype)
+        return _dtype_texts(type(dtype), dtype)  # type: ignore[arg-type]
     except TypeError:  # not hashable
         return str(dtype).replace("torch.", "")
 
 
 @functools.lru_cache(maxsize=64)
-def _dtype_texts(kind: type, dtype: object) -> str:  # str(dtype) costs microseconds per call
+def _dtype_texts(kind: type, dtype: Any) -> str:  # str(dtype) costs microseconds per call
     return str(dtype).replace("torch.", "")
 
 
