@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._chunks import chunk_bounds
+from ._chunks import chunk_bounds, pipeline_workers
 from ._encode import (
     encode_image,
     encode_on_device,
@@ -274,6 +274,7 @@ def write_batch(
         warn_nans(grid_nans + batch.nan_count, batch.source.description)
         return
     # Small images go a chunk at a time (see _chunks): one conversion pass, one hand-off
+    workers = pipeline_workers(batch, workers)
     chunks = chunk_bounds(batch, default_workers() if workers is None else workers)
 
     def convert_and_filter(chunk: int) -> list[tuple[FilteredPNG, int]]:  # on the calling thread

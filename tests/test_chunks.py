@@ -103,3 +103,14 @@ def test_save_of_a_batch_equals_the_writer_and_the_pixels(tmp_path: Any) -> None
 
         with Image.open(path) as image:
             np.testing.assert_array_equal(np.asarray(image), tensorpng.to_array(x[index]))
+
+
+def test_small_images_stay_on_the_calling_thread_unless_workers_are_given() -> None:
+    from tensorpng._chunks import ONE_THREAD_SAMPLES, pipeline_workers
+
+    small = prepare(np.zeros((100, 3, 32, 32), np.float32), parse_image_options())
+    assert 3 * 32 * 32 <= ONE_THREAD_SAMPLES
+    assert pipeline_workers(small, None) == 1
+    assert pipeline_workers(small, 3) == 3  # the caller's choice stands
+    large = prepare(np.zeros((4, 3, 128, 128), np.float32), parse_image_options())
+    assert pipeline_workers(large, None) is None
