@@ -109,7 +109,7 @@ def test_small_images_stay_on_the_calling_thread_unless_workers_are_given() -> N
     from tensorpng._chunks import ONE_THREAD_SAMPLES, pipeline_workers
 
     small = prepare(np.zeros((100, 3, 32, 32), np.float32), parse_image_options())
-    assert 3 * 32 * 32 <= ONE_THREAD_SAMPLES
+    assert ONE_THREAD_SAMPLES >= 3 * 32 * 32
     assert pipeline_workers(small, None) == 1
     assert pipeline_workers(small, 3) == 3  # the caller's choice stands
     large = prepare(np.zeros((4, 3, 128, 128), np.float32), parse_image_options())
