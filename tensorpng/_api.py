@@ -15,7 +15,15 @@ from typing import Unpack
 
 import numpy as np
 
-from ._encode import encode_image, encode_on_device, filtered_image, host_extremes, prepare_for
+from ._chunks import chunk_bounds, pipeline_workers
+from ._encode import (
+    encode_image,
+    encode_on_device,
+    filtered_chunk,
+    filtered_image,
+    host_extremes,
+    prepare_for,
+)
 from ._misuse import applies, outside_share, warn_if_outside
 from ._names import parse_template, path_text
 from ._options import (
@@ -29,7 +37,7 @@ from ._options import (
     parse_png_options,
     takes_options,
 )
-from ._pipeline import run_pipeline
+from ._pipeline import default_workers, run_pipeline
 from .convert import Batch, prepare, stacked, warn_nans
 from .errors import OptionError
 from .png import FilteredPNG, finish_png
@@ -192,16 +200,37 @@ def write_batch(
         return
     extremes = host_extremes(batch) if png_options.record else None
     batch = batch.to_host()
+    if batch.writes_grid:
+        grid, grid_nans = filtered_image(batch, 0, png_options, extremes[0] if extremes else None)
+        sink.write(names[0], finish_png(grid), overwrite)
+        warn_nans(grid_nans + batch.nan_count, batch.source.description)
+        return
+    # Small images go a chunk at a time (see _chunks): one conversion pass, one hand-off
+    workers = pipeline_workers(batch, workers)
+    chunks = chunk_bounds(batch, default_workers() if workers is None else workers)
 
-    def convert_and_filter(index: int) -> tuple[FilteredPNG, int]:  # on the calling thread
-        return filtered_image(batch, index, png_options, extremes[index] if extremes else None)
+    def convert_and_filter(chunk: int) -> list[tuple[FilteredPNG, int]]:  # on the calling thread
+        return filtered_chunk(batch, *chunks[chunk], png_options, extremes)
 
-    def deflate(index: int, filtered: tuple[FilteredPNG, int]) -> tuple[bytes, int]:  # any thread
-        return finish_png(filtered[0]), filtered[1]
+    def deflate(chunk: int, filtered: list[tuple[FilteredPNG, int]]) -> tuple[list[bytes], int]:  # any thread
+        return [finish_png(image) for image, _ in filtered], sum(nans for _, nans in filtered)
 
-    def write(index: int, encoded: tuple[bytes, int]) -> int:  # on the calling thread
-        sink.write(names[index], encoded[0], overwrite)
+    def write(chunk: int, encoded: tuple[list[bytes], int]) -> int:  # on the calling thread
+        start, stop = chunks[chunk]
+        _write_each(sink, names[start:stop], encoded[0], overwrite)
         return encoded[1]
 
-    nans = run_pipeline(count, convert_and_filter, deflate, write, workers)
+    nans = run_pipeline(len(chunks), convert_and_filter, deflate, write, workers)
     warn_nans(sum(nans) + batch.nan_count, batch.source.description)
+
+
+def _write_each(sink: Sink, names: list[str], files: list[bytes], overwrite: bool) -> None:
+    """Write ``files`` to ``names``: every one is tried, the first failure raised."""
+    failure: Exception | None = None
+    for name, data in zip(names, files, strict=True):
+        try:
+            sink.write(name, data, overwrite)
+        except Exception as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure

@@ -22,14 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from ._encode import Extremes, encode_device_samples, filtered_image
+from ._chunks import chunk_around
+from ._encode import Extremes, encode_device_samples, filtered_chunk, filtered_image
 from ._misuse import applies, outside_share, warn_if_outside
 from ._options import PNGOptions
+from ._pipeline import default_workers
 from .arrays import torch_module
 from .convert import Batch, warn_nans
 from .layout import as_nhwc
 from .metadata import device_extremes
-from .png import finish_png
+from .png import FilteredPNG, finish_png
 
 
 class BufferPool:
@@ -95,17 +97,32 @@ class Job:
     nbytes: int
     remaining: int
     release: Callable[[], None] = lambda: None
+    # images filtered with others of their chunk (see _chunks), until their worker takes them
+    filtered: dict[int, tuple[FilteredPNG, int]] = field(default_factory=dict, repr=False)
 
     def encoded(self, index: int, filter_lock: threading.Lock) -> tuple[bytes, int]:
         """PNG bytes of image ``index`` and its NaN count (on a worker thread)."""
         filtered, nans = self._filtered(index, filter_lock, None)
         return finish_png(filtered), nans
 
-    def _filtered(self, index: int, filter_lock: threading.Lock, extremes: Extremes | None) -> Any:
+    def _filtered(
+        self, index: int, filter_lock: threading.Lock, extremes: list[Extremes] | None
+    ) -> tuple[FilteredPNG, int]:
         # One worker at a time converts and filters (NumPy's short calls, which take the GIL
         # back each time); the deflate that follows runs on all of them (see _pipeline).
+        # Small images are converted and filtered a chunk at a time, by the first of its
+        # images' workers; the others find theirs done.
         with filter_lock:
-            return filtered_image(self.batch, index, self.png_options, extremes)
+            batch = self.batch
+            if batch.writes_grid:
+                return filtered_image(batch, index, self.png_options, extremes[index] if extremes else None)
+            done = self.filtered.pop(index, None)
+            if done is None:
+                start, stop = chunk_around(batch, index, default_workers())
+                items = filtered_chunk(batch, start, stop, self.png_options, extremes)
+                self.filtered.update(zip(range(start, stop), items, strict=True))
+                done = self.filtered.pop(index)
+            return done
 
 
 class HostJob(Job):
@@ -173,7 +190,7 @@ class PinnedJob(Job):
 
     def encoded(self, index: int, filter_lock: threading.Lock) -> tuple[bytes, int]:
         self._wait_ready()
-        filtered, nans = self._filtered(index, filter_lock, self.extremes[index] if self.extremes else None)
+        filtered, nans = self._filtered(index, filter_lock, self.extremes)
         return finish_png(filtered), nans
 
     def _wait_ready(self) -> None:

@@ -11,12 +11,14 @@ import math
 from typing import Any
 
 from . import gpu_encode
+from ._chunks import chunk_texts, convert_chunk
 from ._options import ImageOptions, PNGOptions
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, prepare
 from .errors import OptionError
 from .metadata import device_extremes, mapping_record, text_chunks
-from .png import FilteredPNG, filter_indexed_png, filter_png, finish_png
+from .png import FilteredPNG, filter_indexed_png, filter_png, filter_pngs, finish_png
+from .scaling import ConvertedImage
 
 Extremes = tuple[float | None, float | None]
 
@@ -116,6 +118,29 @@ def filtered_image(
     image = batch.grid_image() if batch.writes_grid else batch.image(index)
     position = index if batch.layout.batched and not batch.writes_grid else None
     text = texts(png_options, batch, position, extremes if extremes is not None else image.extremes)
+    return _filtered(batch, image, png_options, text)
+
+
+def filtered_chunk(
+    batch: Batch, start: int, stop: int, png_options: PNGOptions, extremes: list[Extremes] | None = None
+) -> list[tuple[FilteredPNG, int]]:
+    """:func:`filtered_image` of images ``start`` to ``stop`` of a host batch of files (not a
+    grid), converted in one pass (see :mod:`tensorpng._chunks`); ``extremes``: as given to
+    ``filtered_image``, for the whole batch."""
+    images = convert_chunk(batch, start, stop)
+    pairs: list[Extremes | None] = []
+    pairs += extremes[start:stop] if extremes is not None else [image.extremes for image in images]
+    text = chunk_texts(png_options, batch, start, pairs)
+    if batch.palette_table is not None:
+        return [_filtered(batch, image, png_options, t) for image, t in zip(images, text, strict=True)]
+    samples = [image.samples for image in images]
+    filtered = filter_pngs(samples, compression=png_options.compression, texts=text)
+    return [(item, image.nans) for item, image in zip(filtered, images, strict=True)]
+
+
+def _filtered(
+    batch: Batch, image: ConvertedImage, png_options: PNGOptions, text: dict[str, str] | None
+) -> tuple[FilteredPNG, int]:
     if batch.palette_table is not None:
         labels = image.samples[..., 0]
         return filter_indexed_png(

@@ -9,6 +9,7 @@ the call warns once when more than 10% of a strided sample of the values do.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,8 @@ def outside_share(plan: Plan, images: Any) -> Any:
     top = float(plan.max_value)
     if isinstance(sample, np.ndarray):
         gain, offset = np.asarray(plan.gain)[:1, None, None], np.asarray(plan.offset)[:1, None, None]
+        if _inside(sample, gain, offset, top):
+            return 0.0
         with np.errstate(all="ignore"):
             mapped = sample.astype(np.float64) * gain + offset
             finite_values = np.isfinite(mapped)  # +-inf are meant as white and black
@@ -55,6 +58,19 @@ def outside_share(plan: Plan, images: Any) -> Any:
     finite = torch.isfinite(mapped)
     outside = (finite & ((mapped < -MARGIN * top) | (mapped > (1 + MARGIN) * top + 0.5))).sum()
     return outside.float() / finite.sum().clamp(min=1).float()
+
+
+def _inside(sample: np.ndarray, gain: np.ndarray, offset: np.ndarray, top: float) -> bool:
+    """Whether every value of the sample maps inside the range, judged from its min and max
+    alone: an affine map in float64 is monotonic, so each channel's values map between the
+    images of those two under its gain and offset. Two reductions instead of six passes for
+    the usual batch; False when unsure (NaN, inf, or values near an end)."""
+    low, high = float(sample.min()), float(sample.max())
+    for g, o in zip(gain.ravel().tolist(), offset.ravel().tolist(), strict=True):
+        for mapped in (low * g + o, high * g + o):
+            if not (math.isfinite(mapped) and -MARGIN * top <= mapped <= (1 + MARGIN) * top + 0.5):
+                return False
+    return True
 
 
 def warn_if_outside(share: float, options: ScaleOptions, description: str) -> None:

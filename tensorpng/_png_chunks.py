@@ -92,7 +92,14 @@ def idat_parts(compressed: bytes | memoryview, split: int | None = None) -> list
 
 def png_bytes(head: Iterable[bytes], compressed: bytes | memoryview, split: int | None = None) -> bytes:
     """A whole file: ``head`` (the chunks from the signature on), the IDAT chunks, IEND."""
+    if split is None and len(compressed) <= IDAT_SPLIT:  # one IDAT: the common case, made directly
+        crc = crc32(compressed, _IDAT_CRC) & 0xFFFFFFFF
+        return b"".join([*head, _BE32.pack(len(compressed)), b"IDAT", compressed, _BE32.pack(crc), IEND])
     return b"".join([*head, *idat_parts(compressed, split), IEND])
+
+
+_BE32 = struct.Struct(">I")
+_IDAT_CRC = crc32(b"IDAT", 0)
 
 
 def plte(colors: bytes) -> bytes:

@@ -11,6 +11,7 @@ tensorpng writes, tensorpng and Pillow read back.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterable, Mapping
 
@@ -44,6 +45,9 @@ def check_text_key(key: str) -> bytes:
     return key_bytes
 
 
+_checked_key = functools.lru_cache(maxsize=64)(check_text_key)  # the same few keys, once a file
+
+
 def text_chunk(key: str, value: str, threshold: int = TEXT_COMPRESS_THRESHOLD) -> bytes:
     """One text chunk: ``tEXt`` (Latin-1 ``value``) or ``iTXt`` (UTF-8), compressed as
     ``zTXt`` / compressed ``iTXt`` when the encoded value has ``threshold`` bytes or more.
@@ -52,7 +56,7 @@ def text_chunk(key: str, value: str, threshold: int = TEXT_COMPRESS_THRESHOLD) -
     cannot hold one), or a value over :data:`MAX_TEXT_CHUNK` bytes, which readers
     (this one and Pillow's) refuse to inflate.
     """
-    key_bytes = check_text_key(key)
+    key_bytes = _checked_key(key) if isinstance(key, str) else check_text_key(key)
     if not isinstance(value, str):
         raise OptionError(f"PNG text value for key {key!r} must be str, got {type(value).__name__}")
     if "\x00" in value:

@@ -10,6 +10,7 @@ tensors on an accelerator stay torch tensors so that the conversion runs on the 
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,20 @@ class SourceArray:
 
     @property
     def dtype_name(self) -> str:
-        return str(self.data.dtype).replace("torch.", "")
+        return dtype_text(self.data.dtype)
+
+
+def dtype_text(dtype: object) -> str:
+    """A NumPy or torch dtype's name as messages and records write it (``"float32"``)."""
+    try:
+        return _dtype_texts(type(dtype), dtype)  # type: ignore[arg-type]
+    except TypeError:  # not hashable
+        return str(dtype).replace("torch.", "")
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype_texts(kind: type, dtype: Any) -> str:  # str(dtype) costs microseconds per call
+    return str(dtype).replace("torch.", "")
 
 
 def describe(x: object) -> str:
@@ -79,9 +93,9 @@ def describe(x: object) -> str:
     dtype = getattr(x, "dtype", None)
     parts = [type(x).__module__.split(".")[0] + "." + type(x).__name__]
     if shape is not None:
-        parts.append(f"shape {tuple(int(d) for d in shape)}")
+        parts.append(f"shape {tuple(map(int, shape))}")
     if dtype is not None:
-        parts.append(f"dtype {str(dtype).replace('torch.', '')}")
+        parts.append(f"dtype {dtype_text(dtype)}")
     device = getattr(x, "device", None)
     if device is not None and not isinstance(x, np.ndarray):
         parts.append(f"device {device}")

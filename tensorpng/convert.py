@@ -102,10 +102,13 @@ class Batch:
         assert not self.on_device, "call to_host() first"
         if self.converted:
             return ConvertedImage(self.images[index])
-        converted = convert_image(self.plan, self.images[index], index)
-        if self.colormap is not None:
-            converted = converted._replace(samples=apply_colormap(converted.samples[..., 0], self.colormap))
-        return converted
+        return self.colored(convert_image(self.plan, self.images[index], index))
+
+    def colored(self, converted: ConvertedImage) -> ConvertedImage:
+        """A converted image with the batch's colormap applied (as it is without one)."""
+        if self.colormap is None:
+            return converted
+        return converted._replace(samples=apply_colormap(converted.samples[..., 0], self.colormap))
 
     def grid_image(self) -> ConvertedImage:
         """The whole batch tiled into one C-contiguous ``H' x W' x C`` image."""

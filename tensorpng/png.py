@@ -13,7 +13,7 @@ comes from :mod:`tensorpng._png_chunks`.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, TypedDict, Unpack
 
@@ -200,8 +200,25 @@ def _filter_scanlines(
     The other keywords are the IHDR fields; ``before_idat`` are complete chunks (e.g.
     ``PLTE``) written after IHDR and the text chunks, before the image data.
     """
+    native = compression == "fast" and _cpu_codec.method(bit_depth) == "native"
+    header = SIGNATURE + ihdr(width, height, bit_depth, color_type)
+    return _filtered(planes, distance, header, bit_depth, compression, native, text, before_idat)
+
+
+def _filtered(
+    planes: np.ndarray,
+    distance: int,
+    header: bytes,
+    bit_depth: int,
+    compression: Compression,
+    native: bool,
+    text: Mapping[str, str] | None,
+    before_idat: tuple[bytes, ...] = (),
+) -> FilteredPNG:
+    """:func:`_filter_scanlines` with the signature and IHDR made (``header``) and the
+    encoder chosen (``native``: the extension filters)."""
     residual, native_bpp = 0.0, 0
-    if compression == "fast" and _cpu_codec.method(bit_depth) == "native":
+    if native:
         lines, native_bpp = interleaved_bytes(planes, distance)  # the extension filters them
     elif compression == "fast":
         lines, residual = filtered_fast(planes, distance)
@@ -209,8 +226,40 @@ def _filter_scanlines(
         lines = filtered_adaptive(*interleaved_bytes(planes, distance))
     else:
         lines = scanlines_of(planes, FILTER_NONE)  # the samples as they are, one copy
-    head = b"".join((SIGNATURE, ihdr(width, height, bit_depth, color_type), text_chunks(text), *before_idat))
+    head = b"".join((header, text_chunks(text), *before_idat)) if text or before_idat else header
     return FilteredPNG(head, lines, compression, residual, native_bpp, bit_depth)
+
+
+def filter_pngs(
+    images: Sequence[np.ndarray],
+    *,
+    compression: Compression = "fast",
+    texts: Sequence[Mapping[str, str] | None],
+) -> list[FilteredPNG]:
+    """:func:`filter_png` of each of ``images`` with its ``texts``, for images of one shape,
+    dtype and memory order (a batch's): the checks, the encoder's choice and the IHDR are
+    made once, which for small images is a good part of the work."""
+    first = images[0]
+    check_image(first)
+    _check_compression(compression)
+    height, width = first.shape[:2]
+    bit_depth = 8 * first.dtype.itemsize
+    header = SIGNATURE + ihdr(width, height, bit_depth, COLOR_TYPES[1 if first.ndim == 2 else first.shape[2]])
+    native = compression == "fast" and _cpu_codec.method(bit_depth) == "native"
+    if native and bit_depth == 8 and all(image.flags.c_contiguous for image in images):
+        # the extension takes the sample bytes as they lie (what byte_planes and
+        # interleaved_bytes give for C-contiguous images, without their calls)
+        bpp = 1 if first.ndim == 2 else int(first.shape[2])
+        return [
+            FilteredPNG(
+                header + text_chunks(text) if text else header, image.reshape(height, -1), "fast", 0.0, bpp
+            )
+            for image, text in zip(images, texts, strict=True)
+        ]
+    return [
+        _filtered(*byte_planes(image), header, bit_depth, compression, native, text)
+        for image, text in zip(images, texts, strict=True)
+    ]
 
 
 COLOR_TYPE_INDEXED = 3

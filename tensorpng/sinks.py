@@ -219,6 +219,15 @@ _PROCESS_TAG = secrets.token_hex(4)
 # Every temporary file tensorpng makes is named by temporary_name(), and `tensorpng clean`
 # removes only names of exactly this form (the "tpng-" marker keeps it off other tools' files).
 TEMP_NAME = re.compile(r"^\..+\.tpng-[0-9a-f]{9,}-[0-9]+\.tmp$", re.DOTALL)
+_process_prefix = f"{_PROCESS_TAG}{os.getpid():x}-"  # kept, not a getpid() call per file
+
+
+def _refresh_prefix_after_fork() -> None:
+    global _process_prefix
+    _process_prefix = f"{_PROCESS_TAG}{os.getpid():x}-"
+
+
+os.register_at_fork(after_in_child=_refresh_prefix_after_fork)
 
 
 def temporary_name(name: str) -> str:
@@ -230,7 +239,7 @@ def temporary_name(name: str) -> str:
     are kept, cut at a character boundary (a cut by characters fails on long non-ASCII names).
     """
     short = os.fsencode(name)[:120].decode("utf-8", "ignore") if len(name) > 30 else name
-    return f".{short}.tpng-{_PROCESS_TAG}{os.getpid():x}-{next(_temp_counter)}{TEMP_SUFFIX}"
+    return f".{short}.tpng-{_process_prefix}{next(_temp_counter)}{TEMP_SUFFIX}"
 
 
 def _at(dir_fd: int | None) -> dict[str, Any]:

@@ -465,6 +465,8 @@ def test_one_worker_at_a_time_filters_while_all_deflate(
         return wrapper
 
     monkeypatch.setattr(writer_module, "filtered_image", counted("filter", writer_module.filtered_image))
+    # small images are converted and filtered a chunk at a time (see tensorpng._chunks)
+    monkeypatch.setattr(writer_module, "filtered_chunk", counted("filter", writer_module.filtered_chunk))
     monkeypatch.setattr(writer_module, "finish_png", counted("finish", writer_module.finish_png))
     x = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     with Writer(tmp_path, workers=3) as writer:
