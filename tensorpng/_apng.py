@@ -381,21 +381,23 @@ class AnimationStream:
             ) from error
 
     def _move_into_place(self, temp: str) -> None:
-        target, folder = self._target, {"src_dir_fd": self._dir_fd, "dst_dir_fd": self._dir_fd}
+        target, folder = self._target, self._dir_fd
         try:
             if self.overwrite:
-                os.replace(temp, target, **folder)
+                os.replace(temp, target, src_dir_fd=folder, dst_dir_fd=folder)
                 return
             try:
-                os.link(temp, target, **folder)  # atomic, and fails if the target exists
+                os.link(
+                    temp, target, src_dir_fd=folder, dst_dir_fd=folder
+                )  # atomic, and fails if the target exists
             except FileExistsError:
                 raise TargetExistsError(f"{self.path} exists and overwrite=False") from None
             except OSError:  # no hard links here: check, then replace
-                if _lexists(target, self._dir_fd):
+                if _lexists(target, folder):
                     raise TargetExistsError(f"{self.path} exists and overwrite=False") from None
-                os.replace(temp, target, **folder)
+                os.replace(temp, target, src_dir_fd=folder, dst_dir_fd=folder)
                 return
-            os.unlink(temp, dir_fd=self._dir_fd)
+            os.unlink(temp, dir_fd=folder)
         except TargetExistsError:
             raise
         except OSError as error:

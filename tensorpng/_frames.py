@@ -38,6 +38,8 @@ from concurrent.futures import Executor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from ._admission import Admission
 from ._apng import AnimationStream, FilteredFrame, check_loop, frame_delay
 from ._capture import Job, PinnedJob
@@ -190,7 +192,10 @@ class Animation:
                     overwrite=self.overwrite,
                     dir_fd=self.dir_fd,
                 )
-            return self.stream.filter_frame(image.samples)
+            samples = image.samples
+            if np.may_share_memory(samples, job.batch.images):  # a view of the capture buffer,
+                samples = samples.copy()  # reused once this frame is done: the stream keeps it
+            return self.stream.filter_frame(samples)
 
     def append(self, frame: FilteredFrame) -> int:
         """Deflate a frame (any thread), then append it in its turn; the bytes written."""
@@ -234,7 +239,7 @@ def _record(job: Job, image: ConvertedImage, fps: float, loop: int) -> dict[str,
     batch, options = job.batch, job.png_options
     if not options.record:
         return text_chunks(options.metadata, None, False)
-    extremes = image.extremes
+    extremes: tuple[float | None, float | None] | None = image.extremes
     if isinstance(job, PinnedJob) and job.extremes:  # the values' range, read on the device
         extremes = job.extremes[0]
     position = 0 if batch.layout.batched and not batch.writes_grid else None
@@ -323,4 +328,3 @@ class Animations:
         finally:
             for animation in pending:  # interrupted (KeyboardInterrupt): leave no temporary file
                 animation.abandon()
-
