@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ from PIL import Image
 from test_animation import pillow_frames, read_apng
 
 import tensorpng
-from conftest import pngcheck
+from conftest import killed_after_ready, pngcheck
 from tensorpng import Writer
 from tensorpng._clean import TEMP_NAME
 from tensorpng.load import read_text
@@ -150,14 +149,33 @@ def test_bad_frames_raise_before_anything_is_queued(tmp_path: Path) -> None:
     assert frames[0].max() == 0 and frames[1][1:5, 1:7].min() == 255 and frames[1][0].max() == 0
 
 
-def test_overwrite_false_and_non_local_roots_are_refused_at_the_first_frame(tmp_path: Path) -> None:
+def test_overwrite_false_is_checked_at_the_first_frame_and_at_close(tmp_path: Path) -> None:
     (tmp_path / "taken.png").write_bytes(b"mine")
-    with Writer(tmp_path, overwrite=False) as writer:
-        with pytest.raises(tensorpng.TargetExistsError, match="taken.png"):
-            writer.add_frame(np.zeros((4, 4), np.uint8), "taken.png")
-        writer.add_frame(np.zeros((4, 4), np.uint8), "free.png")
-    assert (tmp_path / "taken.png").read_bytes() == b"mine"
+    writer = Writer(tmp_path, overwrite=False)
+    with pytest.raises(tensorpng.TargetExistsError, match="taken.png"):
+        writer.add_frame(np.zeros((4, 4), np.uint8), "taken.png")
+    writer.add_frame(np.zeros((4, 4), np.uint8), "late.png")
+    writer.add_frame(np.zeros((4, 4), np.uint8), "free.png")
+    writer.flush()
+    (tmp_path / "late.png").write_bytes(b"theirs")  # made by someone else before close
+    with pytest.raises(tensorpng.TargetExistsError, match="late.png"):
+        writer.close()
+    assert (tmp_path / "taken.png").read_bytes() == b"mine" and (
+        tmp_path / "late.png"
+    ).read_bytes() == b"theirs"
+    assert files_in(tmp_path) == ["free.png", "late.png", "taken.png"]  # no temporary file left
     assert Image.open(tmp_path / "free.png").n_frames == 1
+    assert (writer.stats.images_written, writer.stats.images_failed) == (1, 1)
+
+
+def test_symlinks_and_non_local_roots_are_refused_at_the_first_frame(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "link").symlink_to(outside)
+    with Writer(tmp_path / "root") as writer, pytest.raises(tensorpng.PathError, match="symbolic link"):
+        writer.add_frame(np.zeros((4, 4), np.uint8), "link/anim.png")
+    assert list(outside.iterdir()) == []
     with (
         Writer("memory://tensorpng-frames") as remote,
         pytest.raises(tensorpng.OptionError, match="local folder"),
@@ -223,7 +241,7 @@ KILLED_WRITER = textwrap.dedent(
     for step in range(5):
         writer.add_frame(np.full((16, 16, 3), step, np.uint8), "run/anim.png")
     writer.flush()  # the frames are in the temporary file
-    print("streaming", flush=True)
+    print("ready", flush=True)
     while True:
         writer.add_frame(np.full((16, 16, 3), 7, np.uint8), "run/anim.png")
         time.sleep(0.01)
@@ -232,25 +250,15 @@ KILLED_WRITER = textwrap.dedent(
 
 
 def test_a_killed_process_leaves_no_file_under_the_final_name(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "streaming"
+    with killed_after_ready(KILLED_WRITER, str(tmp_path)):  # killed while it adds frames
         temps = list((tmp_path / "run").iterdir())
         assert len(temps) == 1 and temps[0].stat().st_size > 0  # frames were streamed to disk
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    assert child.returncode == -signal.SIGKILL
     assert not (tmp_path / "run" / "anim.png").exists()
     [temp] = (tmp_path / "run").iterdir()
     assert TEMP_NAME.match(temp.name) and temp.name.startswith(".anim.png.")  # tensorpng clean's pattern
     cleaned = subprocess.run(
         [sys.executable, "-m", "tensorpng", "clean", "--older-than", "0", str(tmp_path)],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True,
     )  # fmt: skip
     assert cleaned.stdout.strip() == str(temp)
     assert list((tmp_path / "run").iterdir()) == []
