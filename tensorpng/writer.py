@@ -123,6 +123,9 @@ class Writer:
     queued), and is ``images_pending`` until then. Writes below ``root`` never follow a
     symlink (``PathError``). A forked child must make its own Writer: the inherited one
     raises :class:`ForkedWriterError` and is not flushed at the child's exit.
+    :meth:`add_frame` streams frames into animated PNGs (local roots), which :meth:`close`
+    finishes and moves into place; each frame counts as an image in ``stats``, written
+    once it is in the animation's temporary file (failed if the animation is lost after).
     """
 
     @checked_keywords
