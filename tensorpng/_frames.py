@@ -41,8 +41,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._admission import Admission
-from ._apng import AnimationStream, FilteredFrame, check_loop, frame_delay
+from ._apng import AnimationStream, EncodedFrame, FilteredFrame, check_loop, frame_delay
 from ._capture import Job, PinnedJob
+from ._confined import open_parent
 from ._options import ImageOptions, PNGOptions
 from .arrays import is_torch_tensor
 from .convert import Batch, prepare, warn_nans
@@ -121,15 +122,14 @@ class Animation:
     def __init__(
         self, name: str, root: str, first: FrameShape, fps: float, loop: int, overwrite: bool
     ) -> None:
-        from ._confined import open_parent
-
         self.name = name
         self.label = os.path.join(root, name)
         self.first, self.fps, self.loop, self.overwrite = first, fps, loop, overwrite
         self.delay = frame_delay(fps)
         self.dir_fd, _ = open_parent(root, name)  # held until close: writes stay in this folder
-        self.lock = threading.Lock()  # numbering and queueing; the stream's state
+        self.numbering = threading.Lock()  # the caller's: numbers follow the pool's order
         self.queued = 0
+        self._state = threading.Lock()  # the workers': the stream, ``error``, ``appended``
         self.stream: AnimationStream | None = None
         self.error: BaseException | None = None
         self.appended = 0  # frames in the temporary file
@@ -176,7 +176,7 @@ class Animation:
 
     def filter(self, image: ConvertedImage, job: Job) -> FilteredFrame:
         """Filter a frame in its turn; the first one creates the temporary file."""
-        with self.lock:
+        with self._state:
             if self.error is not None:
                 raise TensorPNGError(
                     f"a frame of the animation {self.label} was not written: an earlier frame "
@@ -197,18 +197,17 @@ class Animation:
                 samples = samples.copy()  # reused once this frame is done: the stream keeps it
             return self.stream.filter_frame(samples)
 
-    def append(self, frame: FilteredFrame) -> int:
-        """Deflate a frame (any thread), then append it in its turn; the bytes written."""
-        encoded = frame.deflate()
-        with self.lock:
+    def append(self, frame: EncodedFrame) -> int:
+        """Append a deflated frame in its turn; the bytes written."""
+        with self._state:
             assert self.stream is not None and self.error is None
-            written = self.stream.write_frame(encoded)
+            written = self.stream.write_frame(frame)
             self.appended += 1
         return written
 
     def drop(self, error: BaseException) -> int:
         """A frame failed: drop the animation (once); the frames lost with its file."""
-        with self.lock:
+        with self._state:
             if self.error is not None:
                 return 0
             self.error = error
@@ -279,7 +278,7 @@ class Animations:
     def queue(self, animation: Animation, job: Job, pool: Executor) -> None:
         """Number a captured frame and submit its task (see the module doc for the order)."""
         try:
-            with animation.lock:
+            with animation.numbering:
                 pool.submit(self._run, animation, job, animation.queued)
                 animation.queued += 1
         except BaseException:
@@ -291,7 +290,7 @@ class Animations:
         error: BaseException | None = None
         written = 0
         start = time.perf_counter()
-        filtered: FilteredFrame | None = None
+        encoded: EncodedFrame | None = None
         try:
             with animation.turn(_FILTER, number):
                 job.wait_ready()
@@ -300,13 +299,14 @@ class Animations:
                     image = batch.grid_image() if batch.writes_grid else batch.image(0)
                     filtered = animation.filter(image, job)
             warn_nans(image.nans, job.batch.source.description)
+            encoded = filtered.deflate()  # in parallel with the other workers
         except BaseException as caught:
             error = caught
         middle = time.perf_counter()
         with animation.turn(_APPEND, number):
             try:
-                if filtered is not None:
-                    written = animation.append(filtered)
+                if encoded is not None:
+                    written = animation.append(encoded)
             except BaseException as caught:
                 error = caught
             if error is not None:
