@@ -40,6 +40,8 @@ def killed_after_ready(script: str, *args: str) -> Iterator[subprocess.Popen[str
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
     assert child.returncode == -signal.SIGKILL
 
 

@@ -91,7 +91,8 @@ def test_two_interleaved_animations_and_saves_in_one_writer(tmp_path: Path, work
         assert image.n_frames == 9, name
         np.testing.assert_array_equal(np.stack(frames), np.stack(expected), err_msg=name)
         pngcheck(tmp_path / name)
-    assert Image.open(tmp_path / "run/gray-ish.png").info["loop"] == 3
+    with Image.open(tmp_path / "run/gray-ish.png") as image:
+        assert image.info["loop"] == 3
     assert len(list((tmp_path / "stills").iterdir())) == 9
     assert files_in(tmp_path) == sorted(
         ["run/gray-ish.png", "run/rgba.png", *[f"stills/{t:02d}.png" for t in range(9)]]
@@ -143,7 +144,8 @@ def test_bad_frames_raise_before_anything_is_queued(tmp_path: Path) -> None:
         writer.add_frame(np.zeros((5, 3, 4, 6), np.float32), "grid.png", grid=True, nrow=5, padding=1)
         writer.add_frame(np.ones((5, 3, 4, 6), np.float32), "grid.png", grid=True, nrow=5, padding=1)
     assert files_in(tmp_path) == ["a.png", "grid.png"]
-    assert Image.open(tmp_path / "a.png").n_frames == 2
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.n_frames == 2
     frames, grid = pillow_frames(tmp_path / "grid.png")
     assert grid.n_frames == 2 and grid.size == (5 * 7 + 1, 4 + 2)  # 5 tiles of 4 x 6, padding 1
     assert frames[0].max() == 0 and frames[1][1:5, 1:7].min() == 255 and frames[1][0].max() == 0
@@ -164,7 +166,8 @@ def test_overwrite_false_is_checked_at_the_first_frame_and_at_close(tmp_path: Pa
         tmp_path / "late.png"
     ).read_bytes() == b"theirs"
     assert files_in(tmp_path) == ["free.png", "late.png", "taken.png"]  # no temporary file left
-    assert Image.open(tmp_path / "free.png").n_frames == 1
+    with Image.open(tmp_path / "free.png") as image:
+        assert image.n_frames == 1
     assert (writer.stats.images_written, writer.stats.images_failed) == (1, 1)
 
 
