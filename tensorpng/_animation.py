@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._apng import AnimationStream, EncodedFrame, check_loop, frame_delay
+from ._names import path_text
 from ._options import parse_image_options
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, prepare, warn_nans
@@ -65,6 +66,7 @@ def save_animation(
     Returns:
         The path written.
     """
+    path = path_text(path)
     frame_delay(fps)
     check_loop(loop)
     if compression not in COMPRESSIONS:

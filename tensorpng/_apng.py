@@ -18,7 +18,6 @@ pixel keeps the one below, an opaque one replaces it: exact too), and the smalle
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 from collections.abc import Mapping
 from contextlib import suppress
@@ -44,6 +43,7 @@ from .png import (
     deflate_png,
     filter_png,
 )
+from .sinks import temporary_name
 
 DISPOSE_NONE = 0
 BLEND_SOURCE, BLEND_OVER = 0, 1
@@ -116,12 +116,14 @@ class AnimationStream:
     :meth:`FilteredFrame.deflate` (any thread), :meth:`write_frame` (in frame order).
     :meth:`add` does all three. Only the previous frame is held, never the whole clip.
 
-    The file is created at the first frame as ``.NAME.RANDOM.tmp`` in ``path``'s folder
-    (dot-prefixed, so readers skip it) with a frame count of 0 in ``acTL``; :meth:`finish`
-    writes ``IEND``, patches the count and moves the file into place (``os.replace``, or a
-    hard link for ``overwrite=False``). Until then nothing exists under ``path``: a process
-    that dies mid-stream leaves at most the temporary file. :meth:`abort` removes it. As a
-    context manager the stream finishes on success and aborts on an exception.
+    The file is created at the first frame under a temporary name
+    (:func:`~tensorpng.sinks.temporary_name`) in ``path``'s folder (dot-prefixed, so readers
+    skip it) with a frame count of 0 in ``acTL``; :meth:`finish` writes ``IEND``, patches the
+    count and moves the file into place (``os.replace``, or a hard link for
+    ``overwrite=False``). Until then nothing exists under ``path``: a process that dies
+    mid-stream leaves at most the temporary file (``tensorpng clean`` removes it).
+    :meth:`abort` removes it. As a context manager the stream finishes on success and aborts
+    on an exception.
 
     Args:
         path: the target file.
@@ -355,7 +357,7 @@ class AnimationStream:
             ">IIBBBBB", width, height, 8 * image.dtype.itemsize, COLOR_TYPES[channels], 0, 0, 0
         )
         directory, name = os.path.split(self._target)
-        temp = os.path.join(directory, f".{name[:120]}.{secrets.token_hex(4)}{os.getpid():x}.tmp")
+        temp = os.path.join(directory, temporary_name(name))
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         try:
             if self._dir_fd is None:

@@ -3,9 +3,10 @@
 Every file tensorpng writes goes first to a temporary name beside its target and is moved
 into place when complete (:func:`tensorpng.sinks.write_atomic`, APNG streams, fsspec
 sinks); on failure the temporary file is removed. Only a process killed mid-write (SIGKILL,
-power loss) leaves one behind. Their names are ``.NAME.TAG.N.tmp`` or ``.NAME.TAG.tmp`` with
-a hexadecimal ``TAG`` of 9 or more digits; ``clean`` removes regular files with such names
-older than ``--older-than`` seconds (default one hour, so a write in progress is never
+power loss) leaves one behind. Their names are ``.NAME.tpng-TAG-N.tmp`` with a
+hexadecimal ``TAG`` of 9 or more digits (:func:`tensorpng.sinks.temporary_name`, used by
+every writer: files, APNG streams, ``pack-npz``, fsspec moves); ``clean`` removes regular
+files with such names older than ``--older-than`` seconds (default one hour, so a write in progress is never
 touched), and nothing else: no symlinks are followed, no other file is removed.
 """
 
@@ -13,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{9,}(?:\.[0-9]+)?\.tmp$")
+from .sinks import TEMP_NAME
+
 DEFAULT_OLDER_THAN = 3600.0
 
 

@@ -1,7 +1,8 @@
 """Decoding validated PNGs with a maintained decoder, to one form whichever decoder runs.
 
 Backends are tried in order, each imported only when needed: ``imagecodecs``, OpenCV
-(``cv2``), Pillow (not for 16-bit colour, which it reads as 8-bit). The environment variable
+(``cv2``), Pillow (which reads 16-bit colour as 8-bit: such files are decoded twice, for the
+high and the low bytes, or as 8-bit RGBA for gray+alpha). The environment variable
 ``TENSORPNG_DECODER`` (``imagecodecs``, ``opencv`` or ``pillow``) picks one alone.
 
 Decoders disagree on palettes, depths below 8 bits and tRNS, so they are never shown those:
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,9 +34,26 @@ from ._png_chunks import (
     png_bytes,
     read_container,
 )
-from .errors import DecodeError
+from .errors import DecodeError, OptionError
 
 ENV_VAR = "TENSORPNG_DECODER"
+MAX_IMAGE_PIXELS = 178_956_970  # where Pillow raises DecompressionBombError (2x its MAX_IMAGE_PIXELS)
+
+
+def check_max_pixels(max_pixels: object) -> int | None:
+    """Validate a ``max_pixels`` option (an int, or None for no limit)."""
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)):
+        raise OptionError(f"max_pixels must be an int or None, got {max_pixels!r}")
+    return max_pixels
+
+
+def check_pixels(label: object, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse a declared size over ``max_pixels`` before anything is allocated for it."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise DecodeError(
+            f"{label} declares {width} x {height} = {width * height:,} pixels, more than "
+            f"max_pixels={max_pixels:,} (a decompression bomb?); pass max_pixels=None to read it anyway"
+        )
 
 
 def _imagecodecs(data: bytes, depth: int, color: int) -> np.ndarray:
@@ -58,11 +78,31 @@ def _opencv(data: bytes, depth: int, color: int) -> np.ndarray:
 
 
 def _pillow(data: bytes, depth: int, color: int) -> np.ndarray:
+
+    if depth == 16 and color == 4:
+        # Pillow reads 16-bit gray+alpha as 8-bit. Its scanlines are those of an 8-bit RGBA
+        # image of the same width (4 bytes a pixel, so the same unfiltering): decode that,
+        # and read each pixel's bytes back as two big-endian samples.
+        (width, height), interlace = struct.unpack(">II", data[16:24]), data[28]
+        rgba = _pillow(SIGNATURE + ihdr(width, height, 8, 6, interlace) + data[33:], 8, 6)
+        return np.ascontiguousarray(rgba).view(">u2").astype(np.uint16)
     if depth == 16 and color != 0:
-        raise DecodeError("Pillow reads 16-bit color PNGs as 8-bit, so it does not read them")
+        # Pillow reads 16-bit RGB(A) as 8-bit: the high byte of each sample (raw mode
+        # "RGB;16B"). Decoding again as if little-endian ("RGB;16L") gives the low bytes.
+        high = _pillow_raw(data, None)
+        low = _pillow_raw(data, ";16L")
+        return (high.astype(np.uint16) << 8) | low
+    return _pillow_raw(data, None)
+
+
+def _pillow_raw(data: bytes, suffix: str | None) -> np.ndarray:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
+        if suffix is not None:
+            tile: Any = image.tile[0]  # (codec, extents, offset, raw mode); a _Tile in Pillow 11+
+            raw = str(tile[3] if isinstance(tile[3], str) else tile[3][0]).replace(";16B", suffix)
+            image.tile = [tile._replace(args=raw) if hasattr(tile, "_replace") else (*tile[:3], raw)]  # type: ignore[list-item]
         image.load()
         return np.asarray(image)
 
@@ -178,8 +218,12 @@ def _transparent(image: np.ndarray, trns: bytes, channels: int, dtype: np.dtype)
     return np.where(match, 0, maximum).astype(dtype)
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """The samples of a PNG file's bytes, its container checked first (no record applied)."""
+def decode_png(
+    data: bytes, *, max_pixels: int | None = MAX_IMAGE_PIXELS, label: object = "the file"
+) -> np.ndarray:
+    """The samples of a PNG file's bytes, its container and declared size checked first (no
+    record applied)."""
     container = read_container(data)
+    check_pixels(label, container.header.width, container.header.height, max_pixels)
     inflate_image_data(container)
     return decode(container)

@@ -72,6 +72,8 @@ def parse_template(template: str) -> Template:
     """Check ``template`` (see the module doc); raises :class:`PathError` naming the problem."""
     if not isinstance(template, str):
         raise PathError(f"a name must be a str or os.PathLike[str], got {template!r}")
+    if "\x00" in template:  # the OS refuses it (a raw ValueError from deep inside open)
+        raise PathError(f"name {template!r} contains a NUL character; no file name may")
     if template.endswith(("/", os.sep)) or not os.path.basename(template):
         raise PathError(f"name {template!r} names a folder; add a file name such as '{{index:04d}}.png'")
     if not template.lower().endswith(SUFFIX):
@@ -144,4 +146,6 @@ def path_text(path: str | os.PathLike[str]) -> str:
         text = path  # type: ignore[assignment]
     if not isinstance(text, str):
         raise PathError(f"path must be a str or os.PathLike[str], got {path!r}")
+    if "\x00" in text:
+        raise PathError(f"path {text!r} contains a NUL character; no file name may")
     return text

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import struct
 import sys
 import time
@@ -29,15 +28,17 @@ import zipfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._decoders import MAX_IMAGE_PIXELS, check_max_pixels, check_pixels
 from ._decoders import decode_png as decode
+from ._png_chunks import SIGNATURE
 from .errors import DecodeError, OptionError, ShapeError, TensorPNGError, WriteError
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from .sinks import temporary_name
 
 
 def png_files(folder: Path) -> list[Path]:
@@ -52,13 +53,15 @@ def png_files(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def read_size(path: Path) -> tuple[int, int]:
-    """Height and width from a PNG's IHDR (raises :class:`DecodeError` for anything else)."""
+def read_size(path: Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """Height and width from a PNG's IHDR (raises :class:`DecodeError` for anything else, or
+    for more pixels than ``max_pixels``)."""
     with open(path, "rb") as file:
         head = file.read(24)
-    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+    if len(head) < 24 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
         raise DecodeError(f"{path} is not a PNG file (its first bytes are {head[:16]!r})")
     width, height = struct.unpack(">II", head[16:24])
+    check_pixels(path, width, height, max_pixels)
     return height, width
 
 
@@ -75,8 +78,8 @@ def as_rgb8(samples: np.ndarray) -> np.ndarray:
 
 
 def _decode_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
-    try:
-        image = as_rgb8(decode(path.read_bytes()))
+    try:  # the size was checked against max_pixels; a file changed since fails the shape check
+        image = as_rgb8(decode(path.read_bytes(), max_pixels=size[0] * size[1], label=path))
     except DecodeError as error:
         raise DecodeError(f"{path}: {error}") from None
     if image.shape[:2] != size:  # the header was read before; the file changed since
@@ -109,6 +112,7 @@ def pack_npz(
     count: int | None = None,
     workers: int | None = None,
     progress: bool = False,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> int:
     """Pack the PNGs under ``folder`` into ``output`` as ``arr_0`` (``N x H x W x 3`` uint8).
 
@@ -118,10 +122,13 @@ def pack_npz(
         count: pack exactly the first ``count`` files (an error if there are fewer).
         workers: decoding threads (default: up to 4).
         progress: show a tqdm bar on stderr (when tqdm is installed).
+        max_pixels: the most pixels (width x height) an image may declare, as in
+            :func:`tensorpng.load` (checked from IHDR before decoding); ``None``: no limit.
 
     Returns:
         The number of images packed.
     """
+    check_max_pixels(max_pixels)
     root = Path(folder)
     if not root.is_dir():
         raise OptionError(f"{root} is not a folder")
@@ -134,7 +141,7 @@ def pack_npz(
         paths = paths[:count]
     if not paths:
         raise OptionError(f"{root} holds no PNG file")
-    size = read_size(paths[0])
+    size = read_size(paths[0], max_pixels)
     for path in paths[1:]:
         other = read_size(path)
         if other != size:
@@ -149,7 +156,7 @@ def pack_npz(
         "shape": (len(paths), *size, 3),
     }
     target = Path(output)
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    temp = target.with_name(temporary_name(target.name))
     target.parent.mkdir(parents=True, exist_ok=True)
     bar = _bar(progress, len(paths))
     try:
@@ -168,7 +175,8 @@ def pack_npz(
     finally:
         if bar is not None:
             bar.close()
-        temp.unlink(missing_ok=True)
+        with suppress(OSError):  # gone already, or not ours to remove: the error above says why
+            temp.unlink(missing_ok=True)
     return len(paths)
 
 
@@ -199,6 +207,23 @@ def add_command(commands: Any) -> None:
     parser.add_argument("--count", type=int, help="pack exactly the first N files (error if fewer)")
     parser.add_argument("--workers", type=int, help="decoding threads (default: up to 4)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument(
+        "--max-pixels",
+        type=_pixel_limit,
+        default=MAX_IMAGE_PIXELS,
+        metavar="N",
+        help=f"refuse images declaring more pixels (default {MAX_IMAGE_PIXELS:,}, as tensorpng.load; "
+        "'none': no limit)",
+    )
+
+
+def _pixel_limit(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    value = int(text)  # argparse turns a ValueError into a clean usage error
+    if value < 1:
+        raise ValueError(text)
+    return value
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -212,6 +237,7 @@ def run_command(args: argparse.Namespace) -> int:
             args.output,
             count=args.count,
             workers=args.workers,
+            max_pixels=args.max_pixels,
             progress=not args.quiet and sys.stderr.isatty(),
         )
     except TensorPNGError as error:

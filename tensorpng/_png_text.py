@@ -91,13 +91,16 @@ def read_texts(
     """The text entries (key -> value) of text chunks, inflating only those whose key is in
     ``keys`` (None: all). A later chunk with the same key replaces an earlier one, as in
     Pillow. :class:`DecodeError` for a malformed chunk or one past the limits (bytes of one
-    value, and of all values together)."""
+    value, and of all values together); with ``keys``, chunks of other keys and chunks with
+    no keyword at all are skipped unread, so a damaged chunk of another tool costs nothing."""
     wanted = None if keys is None else set(keys)
     found: dict[str, str] = {}
     total = 0
     for item in texts:
         body = bytes(item.data[:80])
         if b"\x00" not in body:
+            if wanted is not None:  # not one we want, whatever it is: never let it cost ours
+                continue
             raise DecodeError(f"a {item.tag.decode()} chunk at byte {item.offset} has no keyword")
         key = body[: body.index(b"\x00")].decode("latin-1")
         if wanted is not None and key not in wanted:

@@ -25,6 +25,7 @@ from ._api import write_batch
 from ._encode import prepare_for
 from ._names import parse_template, relative_name, sanitize_field
 from ._options import check_workers, parse_image_options, parse_png_options
+from ._png_text import MAX_TEXT_CHUNK
 from .errors import LoadError, OptionError, PathError, TensorPNGError
 from .layout import LAYOUTS
 from .loaders import DEFAULT_MAX_VALUES, load_file
@@ -80,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_GRID_NAME!r}); key is the array's name, prefixed with the file's stem when "
         "several files are converted",
     )
+    convert.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add a PNG text chunk to every file (repeatable); KEY: 1-79 Latin-1 characters",
+    )
+    convert.add_argument(
+        "--metadata-file",
+        action="append",
+        default=[],
+        metavar="KEY=PATH",
+        help=f"a text chunk whose value is the UTF-8 file PATH (up to {MAX_TEXT_CHUNK:,} bytes), "
+        "e.g. a ComfyUI workflow (repeatable)",
+    )
     convert.add_argument("--workers", type=int, help="encoding threads (default: one per CPU)")
     convert.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=True)
     convert.add_argument(
@@ -132,6 +148,46 @@ def shard() -> tuple[int, int]:
     return 0, 1
 
 
+def _key_and_rest(item: str, option: str, what: str) -> tuple[str, str]:
+    key, sep, rest = item.partition("=")
+    if not sep:
+        raise OptionError(f"{option} takes KEY={what}, got {item!r}")
+    return key, rest
+
+
+def _read_value(path: str, key: str) -> str:
+    """A ``--metadata-file`` value: the file's UTF-8 text, read no further than the limit."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(MAX_TEXT_CHUNK + 1)
+    except OSError as error:
+        raise OptionError(f"--metadata-file {key}={path}: {error.strerror or error}") from None
+    if len(raw) > MAX_TEXT_CHUNK:
+        raise OptionError(
+            f"--metadata-file {key}={path} holds more than {MAX_TEXT_CHUNK:,} bytes, which PNG readers "
+            "refuse as one text value; store it beside the images"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise OptionError(
+            f"--metadata-file {key}={path} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+
+
+def text_metadata(args: argparse.Namespace) -> dict[str, str] | None:
+    """The ``--metadata`` and ``--metadata-file`` text chunks (key -> value), or None; the keys
+    and values are checked by :func:`parse_png_options`, as the library checks them."""
+    items = [(*_key_and_rest(item, "--metadata", "VALUE"), False) for item in args.metadata]
+    items += [(*_key_and_rest(item, "--metadata-file", "PATH"), True) for item in args.metadata_file]
+    texts: dict[str, str] = {}
+    for key, rest, from_file in items:
+        if key in texts:
+            raise OptionError(f"the metadata key {key!r} is given twice")
+        texts[key] = _read_value(rest, key) if from_file else rest
+    return texts or None
+
+
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     mean, std = args.mean, args.std
     if args.imagenet:
@@ -182,7 +238,8 @@ def convert(args: argparse.Namespace) -> int:
     """Run ``tensorpng convert``; returns the exit code."""
     options = _options(args)
     image_options = parse_image_options(**options)
-    png_options = parse_png_options()
+    texts = args.texts if hasattr(args, "texts") else text_metadata(args)  # main() read them already
+    png_options = parse_png_options(metadata=texts)
     template = parse_template(args.name or (DEFAULT_GRID_NAME if args.grid else DEFAULT_NAME))
     sink = LocalSink(args.output)
     rank, world = shard()
@@ -282,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.max_values < 1:
             raise OptionError(f"--max-values must be at least 1, got {args.max_values}")
         parse_image_options(**_options(args))
+        args.texts = text_metadata(args)
+        parse_png_options(metadata=args.texts)  # keys and values checked before any file is written
         unknown = parse_template(args.name or DEFAULT_NAME).fields - set(NAME_FIELDS)
         if unknown:
             raise PathError(

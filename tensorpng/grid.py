@@ -16,8 +16,9 @@ import numpy as np
 
 from .errors import OptionError
 
-# Most pixels a grid may have (2**31: 8 GiB of RGBA uint8), far above any real grid.
-MAX_GRID_PIXELS = 2**31
+# Most bytes a grid may take (8 GiB: 2**31 RGBA uint8 pixels), far above any real grid;
+# checked before allocating, so a huge padding is an OptionError, not a raw MemoryError.
+MAX_GRID_BYTES = 2**33
 
 
 def check_grid_options(nrow: int, padding: int, pad_value: float) -> None:
@@ -30,22 +31,33 @@ def check_grid_options(nrow: int, padding: int, pad_value: float) -> None:
         raise OptionError(f"pad_value is a brightness from 0 (black) to 1 (white), got {pad_value!r}")
 
 
-def grid_shape(count: int, height: int, width: int, nrow: int, padding: int) -> tuple[int, int]:
-    """Height and width of the grid of ``count`` images of ``height x width``."""
+def grid_shape(
+    count: int, height: int, width: int, nrow: int, padding: int, pixel_bytes: int = 1
+) -> tuple[int, int]:
+    """Height and width of the grid of ``count`` images of ``height x width``, whose pixels
+    take ``pixel_bytes`` each (channels x bytes per sample)."""
     if count == 1:
         return height, width
     columns = min(nrow, count)
     rows = math.ceil(count / columns)
     grid_height = rows * (height + padding) + padding
     grid_width = columns * (width + padding) + padding
-    # Checked before allocating, so a huge padding is an OptionError, not a raw MemoryError.
-    if grid_height * grid_width > MAX_GRID_PIXELS:
+    if grid_height * grid_width * pixel_bytes > MAX_GRID_BYTES:
         raise OptionError(
             f"a grid of {count} images of {height}x{width} with padding={padding} and nrow={nrow} "
-            f"would be {grid_height}x{grid_width} pixels, more than {MAX_GRID_PIXELS:,}; "
-            "use a smaller padding or save the images separately"
+            f"would be {grid_height}x{grid_width} pixels ({grid_height * grid_width * pixel_bytes:,} "
+            f"bytes), more than {MAX_GRID_BYTES:,}; use a smaller padding or save the images separately"
         )
     return grid_height, grid_width
+
+
+def allocation_failed(shape: tuple[int, ...], pixel_bytes: int) -> OptionError:
+    """The error for a grid under the bound that this machine still cannot allocate."""
+    total = math.prod(shape) * pixel_bytes
+    return OptionError(
+        f"a grid of {'x'.join(map(str, shape))} samples ({total:,} bytes) does not fit in the memory "
+        "available; use a smaller padding or nrow, or save the images separately"
+    )
 
 
 def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> np.ndarray:
@@ -62,9 +74,12 @@ def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: fl
     count, height, width, channels = images.shape
     if count == 1:
         return images[0]
-    grid_height, grid_width = grid_shape(count, height, width, nrow, padding)
+    grid_height, grid_width = grid_shape(count, height, width, nrow, padding, channels * images.itemsize)
     max_value = np.iinfo(images.dtype).max
-    grid = np.full((grid_height, grid_width, channels), round(pad_value * max_value), images.dtype)
+    try:
+        grid = np.full((grid_height, grid_width, channels), round(pad_value * max_value), images.dtype)
+    except MemoryError:
+        raise allocation_failed((grid_height, grid_width, channels), images.itemsize) from None
     columns = min(nrow, count)
     for index in range(count):
         top = (index // columns) * (height + padding) + padding

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._decoders import decode
+from ._decoders import MAX_IMAGE_PIXELS, check_max_pixels, check_pixels, decode
 from ._png_chunks import Container, inflate_image_data, read_container
 from ._png_text import read_texts
 from .errors import (
@@ -34,7 +34,6 @@ from .errors import (
 )
 from .metadata import METADATA_KEY, MappingRecord, RecordError
 
-MAX_IMAGE_PIXELS = 178_956_970  # where Pillow raises DecompressionBombError (2x its MAX_IMAGE_PIXELS)
 _TABLE_BLOCK = 1 << 12  # colours per step of the nearest-colour search (4096 x 256 distances)
 
 
@@ -214,18 +213,13 @@ def load(
         MissingFileError: no file at ``path`` (also a ``FileNotFoundError``).
         ReadError: the file cannot be read (also an ``OSError``).
     """
-    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)):
-        raise OptionError(f"max_pixels must be an int or None, got {max_pixels!r}")
+    check_max_pixels(max_pixels)
     if not isinstance(as_tensor, (bool, type(None))):
         raise OptionError(f"as_tensor must be True, False or None, got {as_tensor!r}")
     data = _read(path)
     container = read_container(data)
     header = container.header
-    if max_pixels is not None and header.pixels > max_pixels:
-        raise DecodeError(
-            f"{path} declares {header.width} x {header.height} = {header.pixels:,} pixels, more than "
-            f"max_pixels={max_pixels:,} (a decompression bomb?); pass max_pixels=None to read it anyway"
-        )
+    check_pixels(path, header.width, header.height, max_pixels)
     inflate_image_data(container)
     entry = _record(container, path)
     try:

@@ -191,6 +191,8 @@ def _parse(entry: dict[str, Any]) -> MappingRecord:
         low, high = (None if v is None else _number(v, "value_range") for v in value_range)
         ends = (low, high)
     mapping = _choice(entry, "mapping", MAPPINGS)
+    dtype = _choice(entry, "dtype", DTYPES)
+    _check_mapping(mapping, int(bits), dtype)
     cmap = entry.get("cmap")
     if mapping == "colormap":
         from .colormaps import COLORMAPS
@@ -212,7 +214,7 @@ def _parse(entry: dict[str, Any]) -> MappingRecord:
     return MappingRecord(
         version=version if isinstance(version, str) and len(version) <= 40 else "",
         framework=_framework(entry.get("framework")),
-        dtype=_choice(entry, "dtype", DTYPES),
+        dtype=dtype,
         shape=tuple(_count(d, "shape") for d in shape),
         layout=layout,
         index=None if index is None else _count(index, "index"),
@@ -231,6 +233,28 @@ def _parse(entry: dict[str, Any]) -> MappingRecord:
         fps=_optional(entry, "fps"),
         loop=None if entry.get("loop") is None else _count(entry["loop"], "loop"),
     )
+
+
+# The (bits, dtypes) each mapping is written with (None: any); a record pairing them
+# otherwise is forged or corrupt, and undoing it would give wrong values, not an error.
+_INTEGERS = frozenset(d for d in DTYPES if d.startswith(("int", "uint")))
+_MAPPING_FORMS: dict[str, tuple[frozenset[int], frozenset[str] | None]] = {
+    "widen": (frozenset({16}), frozenset({"uint8"})),  # uint8 x 257
+    "narrow": (frozenset({8}), frozenset({"uint16"})),  # uint16 / 257
+    "bool": (frozenset({8, 16}), frozenset({"bool"})),
+    "copy": (frozenset({8, 16}), _INTEGERS | {"bool"}),
+    "palette": (frozenset({8}), _INTEGERS | {"bool"}),
+    "colormap": (frozenset({8}), None),
+    "affine": (frozenset({8, 16}), None),
+}
+
+
+def _check_mapping(mapping: str, bits: int, dtype: str) -> None:
+    allowed_bits, allowed_dtypes = _MAPPING_FORMS[mapping]
+    if bits not in allowed_bits or (allowed_dtypes is not None and dtype not in allowed_dtypes):
+        raise RecordError(f"its mapping {mapping!r} is never written for {bits}-bit {dtype} values")
+    if mapping == "copy" and (dtype, bits) in (("uint8", 16), ("uint16", 8)):
+        raise RecordError(f"its mapping 'copy' keeps values as they are: {dtype} is not {bits}-bit")
 
 
 def _finite_extremes(values: np.ndarray) -> tuple[float | None, float | None]:

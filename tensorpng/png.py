@@ -485,7 +485,7 @@ def deflate_png(filtered: FilteredPNG) -> bytes:
     """The zlib stream of the filtered scanlines (the image data without its chunks; APNG
     frames put it in ``fdAT``). Releases the GIL throughout."""
     lines, bpp = filtered.scanlines, filtered.native_bpp
-    native = _cpu_codec.native_deflate(lines, bpp, FLAT_RESIDUAL) if bpp and filtered.bit_depth <= 8 else None
+    native = _native_deflate(lines, bpp) if bpp and filtered.bit_depth <= 8 else None
     if native is not None:
         return native
     if bpp and filtered.bit_depth <= 8:  # mask-like: NumPy filters + ISA-L, here on this thread
@@ -498,6 +498,20 @@ def deflate_png(filtered: FilteredPNG) -> bytes:
     if filtered.compression == "small":
         return _deflate_small(lines)
     return zlib.compress(lines.data, 0)
+
+
+def _native_deflate(lines: np.ndarray, bpp: int) -> bytes | None:
+    """The native encoder's zlib stream (None for a mask-like image); a big image with
+    all-zero rows to cut after (a grid's padding) in slices on every core."""
+
+    def deflate(rows: np.ndarray) -> bytes | None:
+        return _cpu_codec.native_deflate(rows, bpp, FLAT_RESIDUAL)
+
+    if lines.nbytes >= _parallel_deflate.PARALLEL_MIN_BYTES and _parallel_deflate.cpu_count() > 1:
+        sliced = _parallel_deflate.native_sliced(lines, deflate)
+        if sliced is not None:
+            return sliced
+    return deflate(lines)
 
 
 def _check_compression(compression: str) -> None:

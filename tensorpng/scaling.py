@@ -164,8 +164,9 @@ def make_plan(x: Any, dtype_name: str, options: ScaleOptions, description: str) 
     compute_dtype = "float64" if exact else "float32"
     if options.scale is None:
         low, high = options.value_range or (0.0, 1.0)
-        gain = std * (max_value / (high - low))
-        offset = (mean - low) * (max_value / (high - low)) + 0.5
+        factor_ = _factor(max_value, low, high)
+        gain = std * factor_
+        offset = (mean - low) * factor_ + 0.5
         ends = np.array([[low]]), np.array([[high]])
         return Plan("affine", bits, gain[None], offset[None], compute_dtype, *ends)
     # Per-image (or batch) min/max of the denormalized values x * std + mean, finite only.
@@ -181,15 +182,23 @@ def make_plan(x: Any, dtype_name: str, options: ScaleOptions, description: str) 
     true_low, true_high = low, high
     # Constant and all-NaN images map to 0, and so do spans so small that max / span is no
     # float (subnormal ones: the image is constant to float64 precision).
-    varies = (high > low) & (high - low > max_value / _FLOAT64_MAX)
+    # Halves: a span from -1e308 to 1e308 is no float64, half of it is (see _factor).
+    half_span = high / 2 - low / 2
+    varies = (high > low) & (half_span > max_value / 2 / _FLOAT64_MAX)
     # Scalars, not ``low * 0``: an all-NaN/inf image has low = inf, and inf * 0 is NaN (and
     # a NumPy "invalid value" warning).
-    span = _where(varies, high - low, 1.0)
+    half_span = _where(varies, half_span, 1.0)
     low = _where(varies, low, 0.0)
-    factor = _where(varies, max_value / span, 0.0)
+    factor = _where(varies, max_value / 2 / half_span, 0.0)
     gain = std_[None] * factor
     offset = (mean_[None] - low) * factor + 0.5
     return Plan("affine", bits, gain, offset, compute_dtype, true_low, true_high)
+
+
+def _factor(max_value: float, low: float, high: float) -> float:
+    """``max_value / (high - low)`` where ``high - low`` may overflow float64 (``value_range``
+    of +-1e308): from the halves, which cannot."""
+    return max_value / 2 / (high / 2 - low / 2)
 
 
 def _where(condition: Any, a: Any, b: Any) -> Any:

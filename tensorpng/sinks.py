@@ -16,6 +16,7 @@ import errno
 import itertools
 import os
 import posixpath
+import re
 import secrets
 import threading
 from collections.abc import Iterable
@@ -101,7 +102,7 @@ class FsspecSink:
             else:
                 if parent:
                     self.fs.makedirs(parent, exist_ok=True)
-                temp = posixpath.join(parent, f".{posixpath.basename(path)}.{secrets.token_hex(6)}.tmp")
+                temp = posixpath.join(parent, temporary_name(posixpath.basename(path)))
                 try:
                     self.fs.pipe_file(temp, data)
                     if create and self.fs.exists(path):
@@ -155,8 +156,9 @@ def _describe_os_error(error: OSError) -> str:
 def write_atomic(path: str | os.PathLike[str], data: bytes | memoryview, *, overwrite: bool = True) -> int:
     """Write ``data`` to ``path`` so that ``path`` is either complete or untouched.
 
-    The bytes go to ``.NAME.RANDOM.tmp`` beside ``path`` (dot-prefixed, so readers skip it;
-    it is removed on failure), then the file is moved into place. Returns the bytes written.
+    The bytes go to a temporary file (:func:`temporary_name`) beside ``path`` (dot-prefixed,
+    so readers skip it; it is removed on failure), then the file is moved into place.
+    Returns the bytes written.
 
     Raises:
         TargetExistsError: ``overwrite=False`` and ``path`` exists.
@@ -172,10 +174,7 @@ def _write_in(
 ) -> int:
     """:func:`write_atomic` of ``name`` in ``directory``, or, with ``dir_fd``, in the folder
     open as ``dir_fd`` (every path below is then relative to that descriptor, openat-style)."""
-    # NAME_MAX (255 bytes) must hold the tag and the dots too: keep at most 120 bytes of the
-    # name, cut at a character boundary (a cut by characters fails on long non-ASCII names)
-    short = os.fsencode(name)[:120].decode("utf-8", "ignore") if len(name) > 30 else name
-    temp_name = f".{short}.{_temp_tag()}{TEMP_SUFFIX}"
+    temp_name = temporary_name(name)
     temp = temp_name if dir_fd is not None else os.path.join(directory, temp_name)
     target = name if dir_fd is not None else os.path.join(directory, name)
     try:
@@ -217,14 +216,21 @@ def _write_in(
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 _temp_counter = itertools.count()
 _PROCESS_TAG = secrets.token_hex(4)
+# Every temporary file tensorpng makes is named by temporary_name(), and `tensorpng clean`
+# removes only names of exactly this form (the "tpng-" marker keeps it off other tools' files).
+TEMP_NAME = re.compile(r"^\..+\.tpng-[0-9a-f]{9,}-[0-9]+\.tmp$", re.DOTALL)
 
 
-def _temp_tag() -> str:
-    """A name part unique to this write: a random tag per process, pid and a counter.
+def temporary_name(name: str) -> str:
+    """The temporary file name for a file ``name``: ``.NAME.tpng-TAG-N.tmp``, dot-prefixed
+    (readers skip it), unique to this process (a random tag and the pid) and this write (a
+    counter). ``O_EXCL`` still refuses a name that exists, so a clash fails, never overwrites.
 
-    (``O_EXCL`` still refuses a name that exists, so a clash could fail, never overwrite.)
+    NAME_MAX (255 bytes) must hold the tag and the dots too: at most 120 bytes of ``name``
+    are kept, cut at a character boundary (a cut by characters fails on long non-ASCII names).
     """
-    return f"{_PROCESS_TAG}{os.getpid():x}.{next(_temp_counter)}"
+    short = os.fsencode(name)[:120].decode("utf-8", "ignore") if len(name) > 30 else name
+    return f".{short}.tpng-{_PROCESS_TAG}{os.getpid():x}-{next(_temp_counter)}{TEMP_SUFFIX}"
 
 
 def _at(dir_fd: int | None) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from ._admission import Admission, OnFull, WriterStats
 from ._capture import BufferPool, DeviceJob, HostJob, Job, PinnedJob
 from ._encode import prepare_for
 from ._frames import Animations, prepare_frame
-from ._names import parse_template, relative_name, sanitize_field
+from ._names import parse_template, path_text, relative_name, sanitize_field
 from ._options import (
     Compression,
     Encoder,
@@ -117,10 +117,13 @@ class Writer:
             (see :func:`tensorpng.save`).
 
     Every image passed to ``save`` ends in exactly one of ``stats.images_written`` (its file
-    is complete under its name), ``images_dropped`` (``on_full="drop"`` and a full queue:
-    nothing written) or ``images_failed`` (encoding or writing raised in a worker; the error
-    is raised at the next ``save``/``flush``/``close``, after that call's own images were
-    queued), and is ``images_pending`` until then. Writes below ``root`` never follow a
+    is complete under its name), ``images_dropped`` (never queued, nothing written:
+    ``on_full="drop"`` and a full queue, or a ``save`` interrupted while queueing, e.g. by
+    ``KeyboardInterrupt``) or ``images_failed`` (encoding or writing raised in a worker; the
+    error is raised at the next ``save``/``flush``/``close``, after that call's own images
+    were queued), and is ``images_pending`` until then. A ``save`` that raises before
+    queueing (bad input or name, ``QueueFullError``) and one skipped by ``rank_zero_only``
+    count nothing. Writes below ``root`` never follow a
     symlink (``PathError``). A forked child must make its own Writer: the inherited one
     raises :class:`ForkedWriterError` and is not flushed at the child's exit.
     :meth:`add_frame` streams frames into animated PNGs (local roots), which :meth:`close`
@@ -165,9 +168,9 @@ class Writer:
         given = locals()
         self._defaults = {name: given[name] for name in OPTIONS}
         _parse(self._defaults)  # every default checked now, before any save
-        self.root = os.fspath(root)
+        self.root = path_text(root)
         self.rank_zero_only = rank_zero_only
-        self._sink: Sink = sink if sink is not None else open_sink(root, storage_options)
+        self._sink: Sink = sink if sink is not None else open_sink(self.root, storage_options)
         self._admission = Admission(max_pending or DEFAULT_MAX_PENDING, on_full)
         self._buffers = BufferPool(min(self._admission.max_pending, MAX_IDLE_BUFFER_BYTES))
         self._pid = os.getpid()  # a forked child inherits this Writer but not its threads
@@ -288,7 +291,8 @@ class Writer:
 
         Frames are captured, queued and counted in ``stats`` like ``save``'s images; workers
         filter each against the previous frame, deflate it and append it, in order, to a
-        temporary file ``.NAME.TAG.tmp`` beside the target (only the previous frame is held).
+        temporary file ``.NAME.tpng-TAG-N.tmp`` beside the target (only the previous frame is
+        held).
         :meth:`close` (also after a ``with`` block raised) patches the frame count into
         ``acTL`` and renames the file into place; :meth:`flush` waits for the frames, no more.
         A process that dies before ``close`` leaves nothing under ``name``, only the temporary

@@ -20,6 +20,7 @@ import tensorpng
 from conftest import killed_after_ready
 from tensorpng._apng import AnimationStream
 from tensorpng.load import read_text
+from tensorpng.sinks import TEMP_NAME
 
 
 def moving_clip(
@@ -262,4 +263,13 @@ def test_a_killed_process_leaves_no_file_under_the_final_name(tmp_path: Path) ->
         temps = [p for p in tmp_path.iterdir() if p.name != "killed.png"]
         assert len(temps) == 1 and temps[0].stat().st_size > 0  # frames were streamed to disk
     assert not target.exists()
-    assert all(p.name.startswith(".killed.png.") and p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    assert all(p.name.startswith(".killed.png.") and TEMP_NAME.match(p.name) for p in tmp_path.iterdir())
+
+
+def test_long_non_ascii_name(tmp_path: Path) -> None:
+    target = tmp_path / ("ü" * 120 + ".png")  # 244 bytes: a temporary name cut by characters is too long
+    frames = np.zeros((2, 4, 5, 3), np.uint8)
+    frames[1] = 200
+    tensorpng.save_animation(frames, target)
+    with Image.open(target) as image:
+        assert image.n_frames == 2

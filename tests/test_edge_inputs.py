@@ -114,3 +114,61 @@ def test_odd_paths_raise_tensorpng_errors(path: object) -> None:
         warnings.simplefilter("ignore")
         with contextlib.suppress(TensorPNGError):
             tensorpng.load(path)  # type: ignore[arg-type]
+
+
+def test_grid_bound_counts_bytes_not_pixels() -> None:
+    """45032 x 45032 pixels are under 2**31, but as uint16 RGBA they are 16 GiB."""
+    rgba16 = np.zeros((64, 4, 4, 4), np.uint16)
+    with pytest.raises(OptionError, match=r"16,223,048,192 bytes"):
+        tensorpng.encode(rgba16, layout="NHWC", grid=True, padding=5000, bits=16)
+    with pytest.raises(OptionError, match="bytes"):
+        tensorpng.save_image(torch.zeros(64, 4, 4, 4), "never.png", padding=5000, bits=16)
+    with pytest.raises(OptionError, match="bytes"):
+        tensorpng.make_grid(torch.zeros(64, 4, 4, 4, dtype=torch.float64), padding=3000)
+    assert not os.path.exists("never.png")
+
+
+GRID_UNDER_RLIMIT = """
+import resource, sys
+import numpy as np
+import tensorpng
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+x = np.zeros((64, 4, 4, 4), np.uint16)
+try:  # 27032 x 27032 RGBA uint16: 5.8 GB, under the 8 GiB bound but over this limit
+    tensorpng.encode(x, layout="NHWC", grid=True, padding=3000, bits=16)
+except tensorpng.OptionError as error:
+    print("OptionError", error)
+"""
+
+
+def test_a_grid_that_does_not_fit_in_memory_is_an_option_error() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", GRID_UNDER_RLIMIT], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OptionError") and "does not fit in the memory" in done.stdout, done.stdout
+
+
+def test_float64_spans_beyond_the_largest_double_are_scaled() -> None:
+    """A span of 2.7e308 is no float64; before, every sample came out 0. (Values chosen away
+    from rounding ties, so the exact oracle decides every sample.)"""
+    from fractions import Fraction
+
+    def oracle(values: list[float], low: float, high: float, maximum: int) -> list[int]:
+        span = Fraction(high) - Fraction(low)
+        return [int((Fraction(v) - Fraction(low)) / span * maximum + Fraction(1, 2)) for v in values]
+
+    scaled = [-1e308, 1.234e307, 6.1e307, 1.7e308]
+    ranged = [-0.93e308, 1.234e307, 6.1e307, 1.7e308]
+    for bits, maximum in ((8, 255), (16, 65535)):
+        for wrap in (np.asarray, torch.from_numpy):
+            data = wrap(np.array([scaled], np.float64))
+            expected = oracle(scaled, -1e308, 1.7e308, maximum)
+            assert tensorpng.to_array(data, scale="image", bits=bits).ravel().tolist() == expected
+            assert tensorpng.to_array(data, scale="batch", bits=bits).ravel().tolist() == expected
+            data = wrap(np.array([ranged], np.float64))
+            mapped = tensorpng.to_array(data, value_range=(-1.7e308, 1.7e308), bits=bits).ravel().tolist()
+            assert mapped == oracle(ranged, -1.7e308, 1.7e308, maximum)

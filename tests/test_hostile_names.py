@@ -28,6 +28,8 @@ ATTACKS = [
     "{index!s:10}.png",
     "a/",  # a folder, not a file
     "a/b/",
+    "a\x00b.png",  # NUL: the OS raises a raw ValueError
+    "d\x00ir/{index}.png",
 ]
 BIDI = "\u202e\u202d\u202a\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
 
@@ -99,3 +101,20 @@ def test_long_non_ascii_names_leave_no_temporary_files(tmp_path: Path) -> None:
     name = "日本語" * 22 + ".png"  # 202 bytes, 70 characters: a cut by characters overflows
     tensorpng.save(IMAGE, tmp_path / name)
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_nul_in_any_path_is_a_path_error(tmp_path: Path) -> None:
+    clip = np.zeros((2, 4, 4), np.uint8)
+    calls = [
+        lambda: tensorpng.Writer(str(tmp_path) + "/r\x00oot"),
+        lambda: tensorpng.save_animation(clip, str(tmp_path) + "/a\x00b.png"),
+        lambda: tensorpng.save_image(np.zeros((3, 4, 4), np.float32), str(tmp_path) + "/a\x00b.png"),
+        lambda: tensorpng.load(str(tmp_path) + "/a\x00b.png"),
+    ]
+    for call in calls:
+        with pytest.raises(tensorpng.TensorPNGError, match="NUL|null"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+    with tensorpng.Writer(tmp_path) as writer:  # from data, in a field: sanitized
+        writer.save(IMAGE, "{tag}.png", tag="a\x00b")
+    assert [p.name for p in tmp_path.iterdir()] == ["a_b.png"]

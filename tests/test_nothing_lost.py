@@ -18,16 +18,11 @@ import pytest
 
 import tensorpng
 from tensorpng.cli import main
-from tensorpng.errors import OptionError, TargetExistsError, TensorPNGError
+from tensorpng.errors import TargetExistsError, TensorPNGError
 from tensorpng.writer import MAX_IDLE_BUFFER_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = np.zeros((8, 8), np.uint8)
-
-
-def test_encode_rejects_float_bits() -> None:
-    with pytest.raises(OptionError):
-        tensorpng.encode(IMAGE, bits=16.0)  # type: ignore[arg-type]
 
 
 def test_every_image_is_counted_once_and_a_later_save_is_written(tmp_path: Path) -> None:
@@ -43,6 +38,58 @@ def test_every_image_is_counted_once_and_a_later_save_is_written(tmp_path: Path)
     assert (tmp_path / "later.png").is_file()
     assert stats.images_written == 1 and stats.images_failed == 1 and stats.images_dropped == 0
     assert stats.images_written + stats.images_dropped + stats.images_failed + stats.images_pending == 2
+
+
+class _HeldSink:
+    """A sink whose writes wait for ``release``: keeps the first image pending."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.names: list[str] = []
+
+    def write(self, name: str, data: bytes, overwrite: bool) -> int:
+        self.release.wait(30)
+        self.names.append(name)
+        return len(data)
+
+    def check_absent(self, names: list[str]) -> None:
+        pass
+
+
+def test_refused_saves_count_nothing_dropped_ones_count_dropped(tmp_path: Path) -> None:
+    sink = _HeldSink()
+    writer = tensorpng.Writer(tmp_path, workers=1, max_pending=IMAGE.nbytes, on_full="error", sink=sink)
+    writer.save(IMAGE, "a.png")
+    with pytest.raises(tensorpng.QueueFullError):
+        writer.save(IMAGE, "b.png")
+    with pytest.raises(tensorpng.ShapeError):
+        writer.save(np.zeros((2, 3, 4, 5, 6)), "c.png")
+    sink.release.set()
+    writer.close()
+    assert sink.names == ["a.png"]
+    stats = writer.stats
+    assert (stats.images_written, stats.images_dropped, stats.images_failed, stats.images_pending) == (
+        1,
+        0,
+        0,
+        0,
+    )
+
+    sink = _HeldSink()
+    writer = tensorpng.Writer(tmp_path, workers=1, max_pending=IMAGE.nbytes, on_full="drop", sink=sink)
+    writer.save(IMAGE, "a.png")
+    with pytest.warns(RuntimeWarning, match="dropped"):
+        writer.save(IMAGE, "b.png")
+    sink.release.set()
+    writer.close()
+    stats = writer.stats
+    assert sink.names == ["a.png"]
+    assert (stats.images_written, stats.images_dropped, stats.images_failed, stats.images_pending) == (
+        1,
+        1,
+        0,
+        0,
+    )
 
 
 def _run_child(code: str) -> subprocess.CompletedProcess[str]:
@@ -133,22 +180,24 @@ def test_idle_buffers_are_bounded_and_freed_at_close(tmp_path: Path) -> None:
 
 def test_clean_removes_only_our_stale_temporaries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ours = [
-        tmp_path / ".a.png.1a2b3c4d5e.0.tmp",  # write_atomic
-        tmp_path / "sub" / ".b.png.1a2b3c4d5e6f.tmp",  # APNG / fsspec
+        tmp_path / ".a.png.tpng-1a2b3c4d5e-0.tmp",  # write_atomic, APNG, pack-npz, fsspec
+        tmp_path / "sub" / ".b.png.tpng-1a2b3c4d5e6f-12.tmp",
     ]
     others = [
         tmp_path / "keep.tmp",
         tmp_path / ".keep.tmp",
-        tmp_path / ".x.png.nothex.0.tmp",
+        tmp_path / ".x.png.tpng-nothex-0.tmp",
         tmp_path / "a.png",
-        tmp_path / ".a.png.1a2b.0.tmp",  # tag too short
+        tmp_path / ".a.png.tpng-1a2b-0.tmp",  # tag too short
+        tmp_path / ".a.png.1a2b3c4d5e.0.tmp",  # another tool's names (no tpng marker)
+        tmp_path / ".x.1a2b3c4d5e6f7a.tmp",
     ]
     (tmp_path / "sub").mkdir()
     old = time.time() - 7200
     for path in ours + others:
         path.write_bytes(b"x")
         os.utime(path, (old, old))
-    fresh = tmp_path / ".c.png.1a2b3c4d5e.3.tmp"  # a write in progress
+    fresh = tmp_path / ".c.png.tpng-1a2b3c4d5e-3.tmp"  # a write in progress
     fresh.write_bytes(b"x")
     assert main(["clean", str(tmp_path)]) == 0
     assert all(not p.exists() for p in ours)

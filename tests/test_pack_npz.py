@@ -162,3 +162,66 @@ def test_command_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 1 and "is not a folder" in result.stderr
     assert main(["pack-npz", str(tmp_path / "s"), "-o", str(tmp_path / "o.npz"), "--workers", "0"]) == 1
+
+
+def _declaring(width: int, height: int) -> bytes:
+    """A small PNG whose IHDR declares ``width`` x ``height`` RGB (its data is far too short:
+    only the declared size matters, it must be refused before any decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_declared_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    folder = tmp_path / "bombs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(_declaring(30000, 30000))
+    out = tmp_path / "out.npz"
+    with pytest.raises(DecodeError, match="max_pixels"):
+        pack_npz(folder, out)
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+    assert main(["pack-npz", str(folder), "-o", str(out), "-q"]) == 1
+    # a raised limit lets a large (valid) image through; "none" lifts it
+    with pytest.raises(DecodeError, match="max_pixels=10"):
+        pack_npz(folder, out, max_pixels=10)
+    with pytest.raises(OptionError, match="max_pixels"):
+        pack_npz(folder, out, max_pixels=1.5)  # type: ignore[arg-type]
+    valid = tmp_path / "valid"
+    pillow_png(valid / "a.png", np.zeros((4, 5, 3), np.uint8))
+    assert main(["pack-npz", str(valid), "-o", str(out), "-q", "--max-pixels", "20"]) == 0
+    assert main(["pack-npz", str(valid), "-o", str(out), "-q", "--max-pixels", "none"]) == 0
+    assert main(["pack-npz", str(valid), "-o", str(out), "-q", "--max-pixels", "19"]) == 1
+
+
+def test_long_non_ascii_output_name_and_our_temporary_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zipfile
+
+    from tensorpng.sinks import TEMP_NAME
+
+    pillow_png(tmp_path / "in" / "a.png", np.zeros((4, 5, 3), np.uint8))
+    opened: list[str] = []
+    real_init = zipfile.ZipFile.__init__
+
+    def spy(self: zipfile.ZipFile, file: object, *args: object, **kwargs: object) -> None:
+        if isinstance(file, (str, os.PathLike)):
+            opened.append(os.path.basename(os.fspath(file)))
+        real_init(self, file, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", spy)
+    out = tmp_path / ("ü" * 120 + ".npz")  # 245 bytes: a name cut by characters would not fit
+    assert pack_npz(tmp_path / "in", out) == 1
+    assert np.load(out)["arr_0"].shape == (1, 4, 5, 3)
+    assert len(opened) == 1 and TEMP_NAME.match(opened[0]), opened

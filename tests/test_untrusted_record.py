@@ -77,6 +77,11 @@ BAD = {
     "channel mismatch": forged(shape=[6, 5, 4]),
     "16-bit record on an 8-bit file": forged(bits=16),
     "palette record on an RGB file": forged(mapping="palette", dtype="int64"),
+    "widen record on 8 bits": forged(mapping="widen", dtype="uint8", bits=8),
+    "widen of floats": forged(mapping="widen", dtype="float32", bits=8),
+    "copy of uint16 on 8 bits": forged(mapping="copy", dtype="uint16", bits=8),
+    "copy of floats": forged(mapping="copy", dtype="float32"),
+    "bool of floats": forged(mapping="bool", dtype="float32"),
 }
 
 
@@ -110,3 +115,26 @@ def test_records_round_trip_through_json() -> None:
     entry = MappingRecord.from_json(forged(grid={"count": 4, "nrow": 2, "padding": 1}, per_image_range=False))
     assert MappingRecord.from_json(entry.to_json()) == entry
     assert entry.grid == (4, 2, 1) and entry.shape == (6, 5, 3)
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        (b"tEXt", b"no keyword at all"),
+        (b"zTXt", b"other\x00\x00not zlib"),
+        (b"iTXt", b"other\x00\x07\x00"),
+        (b"tEXt", b"x" * 200),
+    ],
+)
+def test_a_damaged_text_chunk_of_another_key_costs_not_the_record(
+    tmp_path: Path, junk: tuple[bytes, bytes]
+) -> None:
+    from tensorpng._png_chunks import chunk
+
+    data = encode_png(IMAGE, text={"tensorpng": forged()})
+    iend = data.rindex(b"IEND") - 4
+    path = tmp_path / "junk.png"
+    path.write_bytes(data[:iend] + chunk(*junk) + data[iend:])
+    loaded = tensorpng.load(path)
+    assert loaded.dtype == np.float32
+    np.testing.assert_allclose(loaded, IMAGE / 255, atol=1e-6)
