@@ -7,39 +7,31 @@ import math
 import os
 import sys
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
 from ._apng import AnimationStream, EncodedFrame, check_loop, frame_delay
 from ._names import path_text
-from ._options import parse_image_options
+from ._options import AnimationKeywords, parse_image_options, parse_png_options, takes_options
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, prepare, warn_nans
 from .errors import OptionError, ShapeError
 from .metadata import METADATA_KEY, _finite_extremes, device_extremes, mapping_record, text_chunks
-from .png import COMPRESSIONS, Compression
 
 
+@takes_options(AnimationKeywords)
 def save_animation(
     frames: object,
     path: str | os.PathLike[str],
     *,
     fps: float = 10,
     loop: int = 0,
-    layout: str | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    value_range: tuple[float, float] | None = None,
-    scale: str | None = None,
-    bits: int | None = None,
-    cmap: str | None = None,
-    compression: Compression = "fast",
-    metadata: Mapping[str, str] | bool | None = None,
-    overwrite: bool = True,
+    **options: Unpack[AnimationKeywords],
 ) -> Path:
     """Save a clip as an animated PNG (APNG), lossless, 8- or 16-bit.
 
@@ -69,17 +61,11 @@ def save_animation(
     path = path_text(path)
     frame_delay(fps)
     check_loop(loop)
-    if compression not in COMPRESSIONS:
-        raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    if metadata is not None and not isinstance(metadata, (bool, Mapping)):
-        raise OptionError(f"metadata must be a mapping of str to str, or False, got {metadata!r}")
+    compression, metadata = parse_png_options(options).compression, options["metadata"]
     clip = _as_clip(frames)
-    if layout is None and len(getattr(clip, "shape", ())) == 3:
-        layout = "NHW"  # a 3-D clip is T gray frames, not one image
-    options = parse_image_options(
-        layout=layout, mean=mean, std=std, value_range=value_range, scale=scale, bits=bits, cmap=cmap
-    )
-    batch = prepare(clip, options)
+    if options["layout"] is None and len(getattr(clip, "shape", ())) == 3:
+        options["layout"] = "NHW"  # a 3-D clip is T gray frames, not one image
+    batch = prepare(clip, parse_image_options(options))
     if not batch.layout.batched:
         raise ShapeError(
             f"an animation is T frames: T x C x H x W, T x H x W x C or T x H x W; got "
@@ -88,7 +74,7 @@ def save_animation(
     text = _texts(batch, fps, loop, metadata)
     batch = batch.to_host()
     stream = AnimationStream(
-        path, fps=fps, loop=loop, compression=compression, text=text, overwrite=overwrite
+        path, fps=fps, loop=loop, compression=compression, text=text, overwrite=options["overwrite"]
     )
     with stream:
         nans = _encode_frames(batch, stream)

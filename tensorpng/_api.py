@@ -10,9 +10,8 @@ encoded bytes (``_encode``) go to a sink (``sinks``) through ``_pipeline.run_pip
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 import numpy as np
 
@@ -20,48 +19,25 @@ from ._encode import encode_image, encode_on_device, filtered_image, host_extrem
 from ._misuse import applies, outside_share, warn_if_outside
 from ._names import parse_template, path_text
 from ._options import (
-    Compression,
-    Encoder,
+    EncodeKeywords,
+    ImageKeywords,
     PNGOptions,
-    Scale,
+    SaveKeywords,
     check_bool,
     check_workers,
-    checked_keywords,
     parse_image_options,
     parse_png_options,
+    takes_options,
 )
 from ._pipeline import run_pipeline
 from .convert import Batch, prepare, stacked, warn_nans
 from .errors import OptionError
-from .palettes import PaletteSpec
 from .png import FilteredPNG, finish_png
 from .sinks import FsspecSink, Sink, target_sink
 
 
-@checked_keywords
-def save(
-    x: object,
-    path: str | os.PathLike[str],
-    *,
-    layout: str | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    value_range: tuple[float, float] | None = None,
-    scale: Scale | None = None,
-    bits: int | None = None,
-    grid: bool = False,
-    nrow: int = 8,
-    padding: int = 2,
-    pad_value: float = 0.0,
-    cmap: str | None = None,
-    palette: PaletteSpec | bool | None = None,
-    compression: Compression = "fast",
-    metadata: Mapping[str, str] | bool | None = None,
-    encoder: Encoder = "auto",
-    overwrite: bool = True,
-    workers: int | None = None,
-    storage_options: dict[str, Any] | None = None,
-) -> list[Path] | list[str]:
+@takes_options(SaveKeywords)
+def save(x: object, path: str | os.PathLike[str], **options: Unpack[SaveKeywords]) -> list[Path] | list[str]:
     """Save a tensor or array as PNG: one file per image, or one grid.
 
     Args:
@@ -105,15 +81,11 @@ def save(
         TensorPNGError: bad input, options or path (before anything is written), or a
             failed write (no partial file is left under the final name).
     """
-    image_options = parse_image_options(
-        layout=layout, mean=mean, std=std, value_range=value_range, scale=scale, bits=bits, grid=grid,
-        nrow=nrow, padding=padding, pad_value=pad_value, cmap=cmap, palette=palette,
-    )  # fmt: skip
-    png_options = parse_png_options(compression=compression, metadata=metadata, encoder=encoder)
-    check_bool("overwrite", overwrite)
-    check_workers(workers)
+    image_options, png_options = parse_image_options(options), parse_png_options(options)
+    overwrite = check_bool("overwrite", options["overwrite"])
+    workers = check_workers(options["workers"])
     template = parse_template(path_text(path))
-    sink, name = target_sink(template.text, storage_options)
+    sink, name = target_sink(template.text, options["storage_options"])
     batch, on_device = prepare_for(x, image_options, png_options)
     count = 1 if batch.writes_grid else batch.count
     names = parse_template(name).names(count, batch.layout.batched and not batch.writes_grid)
@@ -123,26 +95,8 @@ def save(
     return [Path(name) for name in names]
 
 
-@checked_keywords
-def encode(
-    x: object,
-    *,
-    layout: str | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    value_range: tuple[float, float] | None = None,
-    scale: Scale | None = None,
-    bits: int | None = None,
-    grid: bool = False,
-    nrow: int = 8,
-    padding: int = 2,
-    pad_value: float = 0.0,
-    cmap: str | None = None,
-    palette: PaletteSpec | bool | None = None,
-    compression: Compression = "fast",
-    metadata: Mapping[str, str] | bool | None = None,
-    encoder: Encoder = "auto",
-) -> bytes:
+@takes_options(EncodeKeywords)
+def encode(x: object, **options: Unpack[EncodeKeywords]) -> bytes:
     """Encode one image, or a batch as a grid, to PNG bytes.
 
     Args:
@@ -153,11 +107,7 @@ def encode(
     Returns:
         The bytes of one PNG file.
     """
-    image_options = parse_image_options(
-        layout=layout, mean=mean, std=std, value_range=value_range, scale=scale, bits=bits, grid=grid,
-        nrow=nrow, padding=padding, pad_value=pad_value, cmap=cmap, palette=palette,
-    )  # fmt: skip
-    png_options = parse_png_options(compression=compression, metadata=metadata, encoder=encoder)
+    image_options, png_options = parse_image_options(options), parse_png_options(options)
     batch, on_device = prepare_for(x, image_options, png_options)
     if batch.layout.batched and not batch.writes_grid and batch.count != 1:
         raise OptionError(
@@ -176,23 +126,8 @@ def encode(
     return data
 
 
-@checked_keywords
-def to_array(
-    x: object,
-    *,
-    layout: str | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    value_range: tuple[float, float] | None = None,
-    scale: Scale | None = None,
-    bits: int | None = None,
-    grid: bool = False,
-    nrow: int = 8,
-    padding: int = 2,
-    pad_value: float = 0.0,
-    cmap: str | None = None,
-    palette: PaletteSpec | bool | None = None,
-) -> np.ndarray:
+@takes_options(ImageKeywords)
+def to_array(x: object, **options: Unpack[ImageKeywords]) -> np.ndarray:
     """Convert ``x`` to PNG samples without encoding them.
 
     Args:
@@ -204,10 +139,7 @@ def to_array(
         uint8 or uint16 samples: ``H x W`` (gray) or ``H x W x C`` for one image or a grid,
         ``N x H x W`` or ``N x H x W x C`` for a batch (C = 3 after a colormap).
     """
-    image_options = parse_image_options(
-        layout=layout, mean=mean, std=std, value_range=value_range, scale=scale, bits=bits, grid=grid,
-        nrow=nrow, padding=padding, pad_value=pad_value, cmap=cmap, palette=palette,
-    )  # fmt: skip
+    image_options = parse_image_options(options)
     batch = prepare(x, image_options)
     _check_range(batch)
     batch = batch.to_host()

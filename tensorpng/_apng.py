@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -108,7 +108,7 @@ class EncodedFrame:
     data: bytes
 
 
-class AnimationStream:
+class AnimationStream(AbstractContextManager["AnimationStream"]):
     """An APNG written frame by frame to a temporary file beside ``path``.
 
     Frames go through three stages, so that the deflate can run on other threads:
@@ -282,9 +282,6 @@ class AnimationStream:
                 os.unlink(self._temp, dir_fd=self._dir_fd)
         self._file = self._temp = None
         self._previous = None
-
-    def __enter__(self) -> AnimationStream:
-        return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

@@ -1,9 +1,12 @@
-"""Internal: the options of the public functions, parsed once into frozen records.
+"""Internal: the options of the public functions, declared once and parsed once.
 
-Public functions spell every option out as a typed keyword-only parameter (so IDEs complete
-them and ``help()`` lists them) and hand them here; everything is validated before any I/O.
-:func:`checked_keywords` turns Python's bare "unexpected keyword argument" into an
-:class:`~tensorpng.UnknownOptionError` that names the public function and the closest option.
+Each option is declared once, with its type, in a ``TypedDict`` group (:class:`ScaleKeywords`
+and the others, composed by inheritance), and its default once, in :data:`DEFAULTS`. Public
+functions take ``**options: Unpack[Group]`` (PEP 692), so type checkers and IDEs check and
+complete every option; :func:`takes_options` gives them a signature that lists each option for
+``help()``, turns Python's bare "unexpected keyword argument" into an
+:class:`~tensorpng.UnknownOptionError` that names the function and the closest option, and fills
+in the defaults. The values are then validated into frozen records before any I/O.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import difflib
 import functools
 import inspect
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 from ._png_text import text_chunk
 from .colormaps import colormap_table
@@ -34,16 +38,161 @@ ENCODERS = ("auto", "cpu", "device")
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
+# The options, declared once. Each public function takes the groups it applies as
+# ``**options: Unpack[...]`` (PEP 692), so type checkers check every option's name and type;
+# :func:`takes_options` gives it a signature listing each one for help() and IDEs.
+class ScaleKeywords(TypedDict, total=False):
+    """The value mapping: undo ``Normalize``, map a range or min-max to black..white."""
+
+    mean: float | Sequence[float] | None
+    std: float | Sequence[float] | None
+    value_range: tuple[float, float] | None
+    scale: Scale | None
+    bits: int | None
+
+
+class ConvertKeywords(ScaleKeywords, total=False):
+    """How the input is read (``layout``) and turned into samples (``cmap``)."""
+
+    layout: str | None
+    cmap: str | None
+
+
+class GridKeywords(TypedDict, total=False):
+    """The geometry of a grid, as ``torchvision.utils.make_grid``'s."""
+
+    nrow: int
+    padding: int
+    pad_value: float
+
+
+class PaletteKeywords(ConvertKeywords, total=False):
+    """The conversion options of an image that may be a label map (``palette``)."""
+
+    palette: PaletteSpec | bool | None
+
+
+class ImageKeywords(PaletteKeywords, GridKeywords, total=False):
+    """Every conversion option: :func:`tensorpng.to_array`'s."""
+
+    grid: bool
+
+
+class PNGKeywords(TypedDict, total=False):
+    """The file's compression and text chunks."""
+
+    compression: Compression
+    metadata: Mapping[str, str] | bool | None
+
+
+class FileKeywords(PNGKeywords, total=False):
+    """Whether an existing file may be replaced."""
+
+    overwrite: bool
+
+
+class EncodeKeywords(ImageKeywords, PNGKeywords, total=False):
+    """:func:`tensorpng.encode`'s options."""
+
+    encoder: Encoder
+
+
+class WriterKeywords(EncodeKeywords, FileKeywords, total=False):
+    """The per-save options of :class:`tensorpng.Writer` (its defaults for every save)."""
+
+
+class AnimationKeywords(ConvertKeywords, FileKeywords, total=False):
+    """:func:`tensorpng.save_animation`'s options (besides ``fps`` and ``loop``)."""
+
+
+class SummaryImageKeywords(PaletteKeywords, PNGKeywords, total=False):
+    """:func:`tensorpng.tensorboard.add_image`'s options."""
+
+
+class SummaryKeywords(SummaryImageKeywords, GridKeywords, total=False):
+    """:func:`tensorpng.tensorboard.add_images`'s options (always one grid)."""
+
+
+class SaveKeywords(WriterKeywords, total=False):
+    """:func:`tensorpng.save`'s options."""
+
+    workers: int | None
+    storage_options: dict[str, Any] | None
+
+
+# Every option's default, in the order signatures list them.
+DEFAULTS: dict[str, Any] = {
+    "layout": None, "mean": None, "std": None, "value_range": None, "scale": None, "bits": None,
+    "grid": False, "nrow": 8, "padding": 2, "pad_value": 0.0, "cmap": None, "palette": None,
+    "compression": "fast", "metadata": None, "encoder": "auto", "overwrite": True, "workers": None,
+    "storage_options": None,
+}  # fmt: skip
+
+
+def option(options: Mapping[str, Any], name: str) -> Any:
+    """The value of option ``name`` in ``options``, or its default."""
+    return options.get(name, DEFAULTS[name])
+
+
+def takes_options(
+    keywords: type | None = None, defaults: Mapping[str, Any] = DEFAULTS
+) -> Callable[[Function], Function]:
+    """Decorate a public function whose options are ``**options: Unpack[keywords]``.
+
+    The function gets a signature that lists every option of ``keywords`` keyword-only, with
+    its type and default (``help()``, ``inspect.signature``); a misspelled keyword raises
+    :class:`UnknownOptionError` naming the function and the closest option; and ``options``
+    arrives with every option's default (from ``defaults``) filled in. Without ``keywords``
+    (explicit keyword parameters), only the check.
+    """
+
+    def decorate(function: Function) -> Function:
+        return _checked(function, keywords, defaults)
+
+    return decorate
+
+
 def checked_keywords(function: Function) -> Function:
-    """Wrap a public function so that a misspelled keyword raises :class:`UnknownOptionError`
-    naming the function and suggesting the closest parameter. ``help()`` and IDEs still see
-    the wrapped signature (``functools.wraps`` sets ``__wrapped__``)."""
+    """:func:`takes_options` for a function that spells every option out."""
+    return _checked(function, None, DEFAULTS)
+
+
+def _option_parameters(keywords: type, defaults: Mapping[str, Any]) -> list[inspect.Parameter]:
+    annotations = keywords.__annotations__
+    if not annotations.keys() <= defaults.keys():
+        raise TypeError(f"{keywords.__name__}: no default for {sorted(annotations.keys() - defaults.keys())}")
+    return [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=getattr(annotations[name], "__forward_arg__", annotations[name]),
+        )
+        for name, default in defaults.items()
+        if name in annotations
+    ]
+
+
+def _checked(function: Function, keywords: type | None, table: Mapping[str, Any]) -> Function:
     signature = inspect.signature(function)
-    parameters = signature.parameters.values()
+    parameters = list(signature.parameters.values())
+    filled: list[inspect.Parameter] = []
+    if keywords is not None:
+        declared = function.__annotations__.get("options")
+        hint = declared if isinstance(declared, str) else repr(declared)  # str under PEP 563
+        if not re.fullmatch(rf"(typing\.)?Unpack\[([\w.]+\.)?{keywords.__name__}\]", hint):
+            # the decorator and the hint must name the same group
+            raise TypeError(
+                f"{function.__qualname__}: **options is {declared!r}, not Unpack[{keywords.__name__}]"
+            )
+        filled = _option_parameters(keywords, table)
+        parameters = [p for p in parameters if p.kind is not p.VAR_KEYWORD] + filled
+        signature = signature.replace(parameters=parameters)
+    elif any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return function  # takes any keyword (name fields): it checks them itself
+    defaults = {p.name: p.default for p in filled}
     names = frozenset(p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
     options = frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return function  # takes any keyword (name fields): it checks them itself
     positional = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
     label = function.__qualname__.replace("__init__", "").rstrip(".")
 
@@ -56,8 +205,9 @@ def checked_keywords(function: Function) -> Function:
                 f"tensorpng.{label}() takes {positional} positional argument(s) but got {len(args)}; "
                 "pass its options by keyword, e.g. bits=16"
             )
-        return function(*args, **kwargs)
+        return function(*args, **{**defaults, **kwargs})
 
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 
@@ -170,27 +320,17 @@ class PNGOptions:
     record: bool = True
 
 
-def parse_image_options(
-    *,
-    layout: str | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    value_range: tuple[float, float] | None = None,
-    scale: str | None = None,
-    bits: int | None = None,
-    grid: bool = False,
-    nrow: int = 8,
-    padding: int = 2,
-    pad_value: float = 0.0,
-    cmap: str | None = None,
-    palette: PaletteSpec | bool | None = None,
-) -> ImageOptions:
-    """Validate the conversion options (raises :class:`OptionError`)."""
+def parse_image_options(options: Mapping[str, Any]) -> ImageOptions:
+    """Validate the conversion options (raises :class:`OptionError`); ``options`` holds
+    some of :class:`ImageKeywords` (the others take their defaults) and maybe other keys."""
+    layout, grid, cmap, palette = (option(options, name) for name in ("layout", "grid", "cmap", "palette"))
+    nrow, padding, pad_value = (option(options, name) for name in ("nrow", "padding", "pad_value"))
+    bits = option(options, "bits")
     check_grid_options(nrow, padding, pad_value)
     check_bool("grid", grid)
     if bits is not None and (not isinstance(bits, int) or isinstance(bits, bool)):
         raise OptionError(f"bits must be 8 or 16 (an int), got {bits!r}")
-    scaling = ScaleOptions.parse(mean=mean, std=std, value_range=value_range, scale=scale, bits=bits)
+    scaling = ScaleOptions.parse(**{name: option(options, name) for name in ScaleKeywords.__annotations__})
     if palette is False:
         palette = None
     if cmap is not None:
@@ -219,13 +359,13 @@ def parse_image_options(
     )
 
 
-def parse_png_options(
-    *,
-    compression: str = "fast",
-    metadata: Mapping[str, str] | bool | None = None,
-    encoder: str = "auto",
-) -> PNGOptions:
-    """Validate the encoding options (raises :class:`OptionError`)."""
+def parse_png_options(options: Mapping[str, Any] | None = None) -> PNGOptions:
+    """Validate the encoding options of ``options`` (:class:`EncodeKeywords`; the others take
+    their defaults) (raises :class:`OptionError`)."""
+    options = options or {}
+    compression, metadata, encoder = (
+        option(options, name) for name in ("compression", "metadata", "encoder")
+    )
     if compression not in COMPRESSIONS:
         raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     if encoder not in ENCODERS:
@@ -241,4 +381,4 @@ def parse_png_options(
             raise OptionError(f"the metadata key {METADATA_KEY!r} is tensorpng's own record; pick another")
         for key, value in metadata.items():
             text_chunk(key, value)  # validate keys and values now, before any file is touched
-    return PNGOptions(compression, metadata, encoder, record)  # type: ignore[arg-type]
+    return PNGOptions(compression, metadata, encoder, record)

@@ -24,16 +24,17 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, TypedDict, Unpack
 
 import numpy as np
 
 from . import _parallel_deflate
 from ._api import encode
 from ._names import path_text
+from ._options import takes_options
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
-from .grid import allocation_failed, grid_shape
+from .grid import allocation_failed, fill_padding, grid_shape, tile_origin
 from .png import Compression
 from .sinks import write_atomic
 
@@ -130,6 +131,32 @@ def _normalized(batch: Any, is_torch: bool, value_range: tuple[float, float] | N
     return out
 
 
+class GridSampleKeywords(TypedDict, total=False):
+    """``make_grid``'s options, and the sample depth."""
+
+    nrow: int
+    padding: int
+    normalize: bool
+    value_range: tuple[float, float] | None
+    scale_each: bool
+    pad_value: float
+    bits: Literal[8, 16]
+
+
+class SaveImageKeywords(GridSampleKeywords, total=False):
+    """``save_image``'s options."""
+
+    compression: Compression
+    metadata: Mapping[str, str] | bool | None
+
+
+# torchvision's defaults (its own, not tensorpng.save's: bits is 8, value_range a normalize range)
+TORCHVISION_DEFAULTS: dict[str, Any] = {
+    "nrow": 8, "padding": 2, "normalize": False, "value_range": None, "scale_each": False, "pad_value": 0.0,
+    "bits": 8, "compression": "fast", "metadata": None,
+}  # fmt: skip
+
+
 def make_grid(
     tensor: Any,
     nrow: int = 8,
@@ -173,10 +200,8 @@ def make_grid(
         grid = batch.new_full(shape, pad_value) if is_torch else np.full(shape, pad_value, dtype=batch.dtype)
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises RuntimeError
         raise allocation_failed(shape, itemsize) from error
-    columns = min(nrow, count)
     for index in range(count):
-        top = (index // columns) * (height + padding) + padding
-        left = (index % columns) * (width + padding) + padding
+        top, left = tile_origin(index, count, nrow, height, width, padding)
         grid[:, top : top + height, left : left + width] = batch[index]
     return grid
 
@@ -258,17 +283,8 @@ def _convert_into(out: np.ndarray, image: Any, is_torch: bool, maximum: int, mod
         plane[...] = source
 
 
-def grid_samples(
-    tensor: Any,
-    *,
-    nrow: int = 8,
-    padding: int = 2,
-    normalize: bool = False,
-    value_range: tuple[float, float] | None = None,
-    scale_each: bool = False,
-    pad_value: float = 0.0,
-    bits: Literal[8, 16] = 8,
-) -> np.ndarray:
+@takes_options(GridSampleKeywords, TORCHVISION_DEFAULTS)
+def grid_samples(tensor: Any, **options: Unpack[GridSampleKeywords]) -> np.ndarray:
     """The samples :func:`save_image` writes: ``C x H' x W'`` uint8 (uint16 for ``bits=16``).
 
     Equal to ``make_grid(...).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)`` for float
@@ -277,9 +293,21 @@ def grid_samples(
     PNG's pixel order): each image is interleaved while it is converted, in cache, on every
     core, so the encoder needs no copy of the whole grid.
     """
+    return _grid_samples(tensor, options)
+
+
+def _grid_samples(tensor: Any, options: Mapping[str, Any]) -> np.ndarray:
+    """:func:`grid_samples` with every option of ``options`` given (others are ignored)."""
+    nrow, padding, pad_value, bits = (
+        options["nrow"],
+        options["padding"],
+        options["pad_value"],
+        options["bits"],
+    )
+    normalize, scale_each = options["normalize"], options["scale_each"]
     if bits not in (8, 16):
         raise OptionError(f"bits must be 8 or 16, got {bits!r}")
-    low_high = _check_grid_options(nrow, padding, pad_value, value_range)
+    low_high = _check_grid_options(nrow, padding, pad_value, options["value_range"])
     batch, is_torch = _as_nchw(tensor)
     if is_torch and batch.device.type == "cpu" and str(batch.dtype) in _NUMPY_EXACT:
         # NumPy's float32/float64 operations round as torch's do (IEEE), and run on the
@@ -311,11 +339,10 @@ def grid_samples(
     except MemoryError:
         raise allocation_failed(shape, bits // 8) from None
     if value != 0:
-        _fill_padding(grid, count, columns, (height, width, padding), value)
+        fill_padding(grid, count, columns, (height, width, padding), value)
 
     def convert(index: int) -> None:
-        top = (index // columns) * (height + padding) + padding if count > 1 else 0
-        left = (index % columns) * (width + padding) + padding if count > 1 else 0
+        top, left = tile_origin(index, count, nrow, height, width, padding)
         tile = grid[top : top + height, left : left + width]
         _convert_into(tile[:, :, :channels].transpose(2, 0, 1), batch[index], is_torch, maximum, mode)
         if channels == 1:  # gray becomes RGB: the same samples in three channels
@@ -329,36 +356,12 @@ def grid_samples(
     return grid.transpose(2, 0, 1)
 
 
-def _fill_padding(grid: np.ndarray, count: int, columns: int, cell: tuple[int, int, int], value: int) -> None:
-    """Set the padding of an ``H x W x C`` grid of ``count`` images in ``columns`` columns to
-    ``value``: the rows and columns between the images, and the cells no image fills.
-    ``cell``: each image's height and width, and the padding."""
-    height, width, padding = cell
-    rows = -(-count // columns)
-    for row in range(rows + 1):
-        grid[row * (height + padding) : row * (height + padding) + padding] = value
-    for column in range(columns + 1):
-        grid[:, column * (width + padding) : column * (width + padding) + padding] = value
-    for index in range(count, rows * columns):  # the empty cells of the last row
-        top = (index // columns) * (height + padding) + padding
-        left = (index % columns) * (width + padding) + padding
-        grid[top : top + height, left : left + width] = value
-
-
+@takes_options(SaveImageKeywords, TORCHVISION_DEFAULTS)
 def save_image(
     tensor: Any,
     fp: str | os.PathLike[str] | BinaryIO,
     format: str | None = None,
-    *,
-    nrow: int = 8,
-    padding: int = 2,
-    normalize: bool = False,
-    value_range: tuple[float, float] | None = None,
-    scale_each: bool = False,
-    pad_value: float = 0.0,
-    bits: Literal[8, 16] = 8,
-    compression: Compression = "fast",
-    metadata: Mapping[str, str] | bool | None = None,
+    **options: Unpack[SaveImageKeywords],
 ) -> None:
     """Save a tensor as a PNG file, as ``torchvision.utils.save_image`` does (same pixels).
 
@@ -377,18 +380,14 @@ def save_image(
             ``False`` writes no text at all, not even tensorpng's record).
     """
     _target(fp, format)
-    grid = grid_samples(
-        tensor,
-        nrow=nrow,
-        padding=padding,
-        normalize=normalize,
-        value_range=value_range,
-        scale_each=scale_each,
-        pad_value=pad_value,
-        bits=bits,
-    )
+    grid = _grid_samples(tensor, options)
     # Planes viewed as H x W x C: the encoder filters them without interleaving them first.
-    data = encode(grid.transpose(1, 2, 0), layout="HWC", compression=compression, metadata=metadata)
+    data = encode(
+        grid.transpose(1, 2, 0),
+        layout="HWC",
+        compression=options["compression"],
+        metadata=options["metadata"],
+    )
     if isinstance(fp, (str, os.PathLike)):
         write_atomic(fp, data)
     else:

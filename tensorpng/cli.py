@@ -237,9 +237,9 @@ class _Progress:
 def convert(args: argparse.Namespace) -> int:
     """Run ``tensorpng convert``; returns the exit code."""
     options = _options(args)
-    image_options = parse_image_options(**options)
+    image_options = parse_image_options(options)
     texts = args.texts if hasattr(args, "texts") else text_metadata(args)  # main() read them already
-    png_options = parse_png_options(metadata=texts)
+    png_options = parse_png_options({"metadata": texts})
     template = parse_template(args.name or (DEFAULT_GRID_NAME if args.grid else DEFAULT_NAME))
     sink = LocalSink(args.output)
     rank, world = shard()
@@ -338,9 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_workers(args.workers)
         if args.max_values < 1:
             raise OptionError(f"--max-values must be at least 1, got {args.max_values}")
-        parse_image_options(**_options(args))
+        parse_image_options(_options(args))
         args.texts = text_metadata(args)
-        parse_png_options(metadata=args.texts)  # keys and values checked before any file is written
+        parse_png_options({"metadata": args.texts})  # keys and values checked before any file is written
         unknown = parse_template(args.name or DEFAULT_NAME).fields - set(NAME_FIELDS)
         if unknown:
             raise PathError(

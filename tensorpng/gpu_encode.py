@@ -7,14 +7,18 @@ on CPU tensors in tests. For a batch ``N x H x W x C`` of uint8/uint16 samples:
 
 1. Scanlines: 16-bit samples as big-endian bytes; per image the filter (None, Sub, Up or
    Average) with the smallest sum of absolute signed residuals, with its type byte per row.
-2. Tokens: every byte is a literal, except runs of zero bytes: after a literal 0, each full
-   258 zeros become one match (length 258, distance 1), as fpnge does; shorter tails stay
-   literals, which cost a bit or two each where zeros are frequent.
+2. Tokens: every byte is a literal, except in runs of equal bytes (of any value): after
+   the run's first byte, a literal, each full 258 repeats become one match (length 258,
+   distance 1), as fpnge does for zeros; a remaining tail of 3 to 257 repeats becomes one
+   match of its length (codes 257..284 with their extra bits), and a shorter tail stays
+   literals.
 3. One dynamic-Huffman deflate block per image. Code lengths: ``ceil(log2(total/f) - t)``
    clamped to 1..15, with ``t`` found by bisection as the largest offset whose Kraft sum is
    at most 1 (within a few percent of Huffman's optimum, and fully parallel); the remaining
-   Kraft slack is filled with unused length symbols so that the code is complete, as zlib's
-   inflate requires. The code-length code is fixed (symbols 0..15 at 4 bits).
+   Kraft slack is spent shortening the most frequent of the longest codes by one bit, from
+   length 15 down, until the code is complete (Kraft sum exactly 1), as zlib's inflate
+   requires. Unused symbols get no code. The code-length code is fixed (symbols 0..15 at 4
+   bits).
 4. An exclusive prefix sum of the tokens' bit lengths gives each token its bit offset; the
    tokens, at most 16 bits each, are added into 32-bit words (their bits never overlap).
 5. Adler-32 of the scanlines, by weighted sums modulo 65521.
@@ -45,35 +49,9 @@ LITLEN_SYMBOLS = 286
 TAIL_MIN = 3
 TAIL_FIRST_CODE = 257
 TAIL_BASE_LIST = (
-    3,
-    4,
-    5,
-    6,
-    7,
-    8,
-    9,
-    10,
-    11,
-    13,
-    15,
-    17,
-    19,
-    23,
-    27,
-    31,
-    35,
-    43,
-    51,
-    59,
-    67,
-    83,
-    99,
-    115,
-    131,
-    163,
-    195,
-    227,
-)
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
+    131, 163, 195, 227,
+)  # fmt: skip
 TAIL_EXTRA_LIST = (0,) * 8 + (1,) * 4 + (2,) * 4 + (3,) * 4 + (4,) * 4 + (5,) * 4
 MAX_BITS = 15
 MATCH_LENGTH = 258

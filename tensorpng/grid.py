@@ -60,6 +60,30 @@ def allocation_failed(shape: tuple[int, ...], pixel_bytes: int) -> OptionError:
     )
 
 
+def tile_origin(index: int, count: int, nrow: int, height: int, width: int, padding: int) -> tuple[int, int]:
+    """Top left pixel of image ``index`` of ``count`` in the grid (0, 0 for a batch of one,
+    which is not padded)."""
+    if count == 1:
+        return 0, 0
+    columns = min(nrow, count)
+    return (index // columns) * (height + padding) + padding, (index % columns) * (width + padding) + padding
+
+
+def fill_padding(grid: np.ndarray, count: int, columns: int, cell: tuple[int, int, int], value: int) -> None:
+    """Set the padding of an ``H x W x C`` grid of ``count`` images in ``columns`` columns to
+    ``value``: the rows and columns between the images, and the cells no image fills.
+    ``cell``: each image's height and width, and the padding."""
+    height, width, padding = cell
+    rows = -(-count // columns)
+    for row in range(rows + 1):
+        grid[row * (height + padding) : row * (height + padding) + padding] = value
+    for column in range(columns + 1):
+        grid[:, column * (width + padding) : column * (width + padding) + padding] = value
+    for index in range(count, rows * columns):  # the empty cells of the last row
+        top, left = tile_origin(index, rows * columns, columns, height, width, padding)
+        grid[top : top + height, left : left + width] = value
+
+
 def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> np.ndarray:
     """Tile ``images`` (``N x H x W x C``, uint8 or uint16) into one ``H' x W' x C`` image.
 
@@ -80,9 +104,7 @@ def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: fl
         grid = np.full((grid_height, grid_width, channels), round(pad_value * max_value), images.dtype)
     except MemoryError:
         raise allocation_failed((grid_height, grid_width, channels), images.itemsize) from None
-    columns = min(nrow, count)
     for index in range(count):
-        top = (index // columns) * (height + padding) + padding
-        left = (index % columns) * (width + padding) + padding
+        top, left = tile_origin(index, count, nrow, height, width, padding)
         grid[top : top + height, left : left + width] = images[index]
     return grid

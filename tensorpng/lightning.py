@@ -18,17 +18,15 @@ import importlib.util
 import os
 import string
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 import numpy as np
 
-from ._options import checked_keywords
+from ._options import SummaryKeywords, WriterKeywords, takes_options
 from .arrays import torch_module
 from .errors import OptionError
-from .palettes import PaletteSpec
-from .png import Compression
 from .tensorboard import add_images
 from .writer import Writer
 
@@ -107,7 +105,7 @@ class ImageSaver(_Callback):
     ``trainer.fit`` returns; an error writing a file is raised there.
     """
 
-    @checked_keywords
+    @takes_options(WriterKeywords)
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -120,22 +118,7 @@ class ImageSaver(_Callback):
         workers: int | None = None,
         max_pending: int | None = None,
         on_full: Literal["block", "drop", "error"] = "block",
-        layout: str | None = None,
-        mean: float | Sequence[float] | None = None,
-        std: float | Sequence[float] | None = None,
-        value_range: tuple[float, float] | None = None,
-        scale: Literal["image", "batch"] | None = None,
-        bits: Literal[8, 16] | None = None,
-        grid: bool = False,
-        nrow: int = 8,
-        padding: int = 2,
-        pad_value: float = 0.0,
-        cmap: str | None = None,
-        palette: PaletteSpec | None = None,
-        compression: Compression = "fast",
-        metadata: Mapping[str, str] | bool | None = None,
-        encoder: Literal["auto", "cpu", "device"] = "auto",
-        overwrite: bool = True,
+        **options: Unpack[WriterKeywords],
     ) -> None:
         super().__init__()
         if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
@@ -158,28 +141,14 @@ class ImageSaver(_Callback):
         self.tensorboard = tensorboard
         self.every_rank = "rank" in _fields(name)
         # The mapping options shared by the files and the TensorBoard grid.
-        image_options: dict[str, Any] = {
-            "layout": layout,
-            "mean": mean,
-            "std": std,
-            "value_range": value_range,
-            "scale": scale,
-            "bits": bits,
-            "nrow": nrow,
-            "padding": padding,
-            "pad_value": pad_value,
-            "cmap": cmap,
-            "palette": palette,
-            "compression": compression,
-            "metadata": metadata,
+        self._image_options: dict[str, Any] = {
+            key: value for key, value in options.items() if key in SummaryKeywords.__annotations__
         }
-        self._image_options = {k: v for k, v in image_options.items() if v is not None}
-        writer_options = {**self._image_options, "grid": grid, "encoder": encoder, "overwrite": overwrite}
         self._writer_options: dict[str, Any] = {
             "workers": workers,
             "max_pending": max_pending,
             "on_full": on_full,
-            **writer_options,
+            **options,
         }
         # Bad options fail here, when the callback is made, not at the first save mid-run: a
         # Writer checks them when made (it starts no thread before its first save).

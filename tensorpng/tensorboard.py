@@ -24,14 +24,11 @@ has its ``_get_file_writer()`` (or ``file_writer``) whose ``add_summary`` takes 
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Unpack
 
 from ._api import encode
-from ._options import checked_keywords
+from ._options import SummaryImageKeywords, SummaryKeywords, takes_options
 from .errors import DTypeError, OptionError, ShapeError
-from .palettes import PaletteSpec
-from .png import Compression
 
 __all__ = ["add_image", "add_images", "image_summary"]
 
@@ -88,27 +85,14 @@ def _file_writer(summary_writer: object) -> Any:
     return file_writer
 
 
-@checked_keywords
+@takes_options(SummaryKeywords)
 def add_images(
     summary_writer: object,
     tag: str,
     images: object,
     global_step: int | None = None,
     walltime: float | None = None,
-    *,
-    layout: str | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    value_range: tuple[float, float] | None = None,
-    scale: Literal["image", "batch"] | None = None,
-    bits: Literal[8, 16] | None = None,
-    nrow: int = 8,
-    padding: int = 2,
-    pad_value: float = 0.0,
-    cmap: str | None = None,
-    palette: PaletteSpec | None = None,
-    compression: Compression = "fast",
-    metadata: Mapping[str, str] | bool | None = None,
+    **options: Unpack[SummaryKeywords],
 ) -> None:
     """Write a batch as one grid image to ``summary_writer``'s event file.
 
@@ -130,44 +114,18 @@ def add_images(
     """
     _summary_pb2()  # a missing package or a wrong writer is reported before any work
     _check_writer(summary_writer)
-    png = encode(
-        images,
-        grid=True,
-        layout=layout,
-        mean=mean,
-        std=std,
-        value_range=value_range,
-        scale=scale,
-        bits=bits,
-        nrow=nrow,
-        padding=padding,
-        pad_value=pad_value,
-        cmap=cmap,
-        palette=palette,
-        compression=compression,
-        metadata=metadata,
-    )
+    png = encode(images, grid=True, **options)
     _file_writer(summary_writer).add_summary(image_summary(tag, png), global_step, walltime)
 
 
-@checked_keywords
+@takes_options(SummaryImageKeywords)
 def add_image(
     summary_writer: object,
     tag: str,
     image: object,
     global_step: int | None = None,
     walltime: float | None = None,
-    *,
-    layout: str | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    value_range: tuple[float, float] | None = None,
-    scale: Literal["image", "batch"] | None = None,
-    bits: Literal[8, 16] | None = None,
-    cmap: str | None = None,
-    palette: PaletteSpec | None = None,
-    compression: Compression = "fast",
-    metadata: Mapping[str, str] | bool | None = None,
+    **options: Unpack[SummaryImageKeywords],
 ) -> None:
     """Write one image to ``summary_writer``'s event file.
 
@@ -176,6 +134,7 @@ def add_image(
             ``numpy.ndarray``), C = 1, 2, 3 or 4. A batch goes to :func:`add_images`.
         The others: as for :func:`add_images`.
     """
+    layout = options["layout"]
     if layout is not None and not isinstance(layout, str):
         raise OptionError(f"layout must be a string such as 'CHW', got {layout!r}")
     shape = tuple(getattr(image, "shape", ()))
@@ -184,20 +143,4 @@ def add_image(
             f"add_image takes one image (C x H x W, H x W x C or H x W), got shape {shape}"
             f"{f' with layout={layout!r}' if layout else ''}; use add_images for a batch (one grid)"
         )
-    add_images(
-        summary_writer,
-        tag,
-        image,
-        global_step,
-        walltime,
-        layout=layout,
-        mean=mean,
-        std=std,
-        value_range=value_range,
-        scale=scale,
-        bits=bits,
-        cmap=cmap,
-        palette=palette,
-        compression=compression,
-        metadata=metadata,
-    )
+    add_images(summary_writer, tag, image, global_step, walltime, **options)

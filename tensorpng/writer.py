@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Unpack, final
 
 from ._admission import Admission, OnFull, WriterStats
 from ._capture import BufferPool, DeviceJob, HostJob, Job, PinnedJob
@@ -34,12 +34,15 @@ from ._names import parse_template, path_text, relative_name, sanitize_field
 from ._options import (
     Compression,
     Encoder,
+    ImageOptions,
+    PNGOptions,
     Scale,
+    WriterKeywords,
     check_bool,
     check_workers,
-    checked_keywords,
     parse_image_options,
     parse_png_options,
+    takes_options,
 )
 from ._pipeline import default_workers
 from .arrays import torch_module
@@ -54,10 +57,7 @@ DEFAULT_MAX_PENDING = 1 << 30  # 1 GiB of captured data (host copies or pinned b
 MAX_IDLE_BUFFER_BYTES = 64 << 20
 WORKER_NICENESS = 5
 # The options a Writer takes as defaults and Writer.save overrides (None: the default).
-OPTIONS = (
-    "layout", "mean", "std", "value_range", "scale", "bits", "grid", "nrow", "padding",
-    "pad_value", "cmap", "palette", "compression", "metadata", "encoder", "overwrite",
-)  # fmt: skip
+OPTIONS = tuple(WriterKeywords.__annotations__)  # the options that Writer.save may override
 
 
 _LIVE_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
@@ -95,7 +95,7 @@ def current_rank() -> int:
     return 0
 
 
-class Writer:
+class Writer(contextlib.AbstractContextManager["Writer"]):
     """Save tensors from a loop without stalling it.
 
     Args:
@@ -131,7 +131,7 @@ class Writer:
     once it is in the animation's temporary file (failed if the animation is lost after).
     """
 
-    @checked_keywords
+    @takes_options(WriterKeywords)
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -142,22 +142,7 @@ class Writer:
         rank_zero_only: bool = False,
         storage_options: dict[str, Any] | None = None,
         sink: Sink | None = None,
-        layout: str | None = None,
-        mean: float | Sequence[float] | None = None,
-        std: float | Sequence[float] | None = None,
-        value_range: tuple[float, float] | None = None,
-        scale: Scale | None = None,
-        bits: int | None = None,
-        grid: bool = False,
-        nrow: int = 8,
-        padding: int = 2,
-        pad_value: float = 0.0,
-        cmap: str | None = None,
-        palette: PaletteSpec | bool | None = None,
-        compression: Compression = "fast",
-        metadata: Mapping[str, str] | bool | None = None,
-        encoder: Encoder = "auto",
-        overwrite: bool = True,
+        **options: Unpack[WriterKeywords],
     ) -> None:
         if on_full not in ("block", "drop", "error"):
             raise OptionError(f"on_full must be 'block', 'drop' or 'error', got {on_full!r}")
@@ -165,8 +150,7 @@ class Writer:
         if max_pending is not None and (not isinstance(max_pending, int) or max_pending < 1):
             raise OptionError(f"max_pending is a number of bytes >= 1, got {max_pending!r}")
         check_bool("rank_zero_only", rank_zero_only)
-        given = locals()
-        self._defaults = {name: given[name] for name in OPTIONS}
+        self._defaults = dict(options)
         _parse(self._defaults)  # every default checked now, before any save
         self.root = path_text(root)
         self.rank_zero_only = rank_zero_only
@@ -368,9 +352,6 @@ class Writer:
             atexit.unregister(self._close_at_exit)
         self._admission.raise_errors()
 
-    def __enter__(self) -> Writer:
-        return self
-
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
@@ -459,11 +440,9 @@ class Writer:
         self._admission.finish(job, 1, error, written, (middle - start, end - middle))
 
 
-def _parse(options: dict[str, Any]) -> tuple[Any, Any, bool]:
-    values = dict(options)
-    overwrite = check_bool("overwrite", values.pop("overwrite"))
-    png = {key: values.pop(key) for key in ("compression", "metadata", "encoder")}
-    return parse_image_options(**values), parse_png_options(**png), overwrite
+def _parse(options: dict[str, Any]) -> tuple[ImageOptions, PNGOptions, bool]:
+    overwrite = check_bool("overwrite", options["overwrite"])
+    return parse_image_options(options), parse_png_options(options), overwrite
 
 
 def _capture_size(batch: Any) -> int:

@@ -547,7 +547,11 @@ def test_small_mode_picks_the_best_filter_per_row(
         others = np.delete(costs[:, row], winner)
         assert costs[winner, row] < others.min(), (row, FILTER_NAMES[winner], costs[:, row])
     if block_rows is not None:
-        monkeypatch.setattr(png_module, "_ADAPTIVE_BLOCK_BYTES", block_rows * data.shape[1])
+        monkeypatch.setattr(
+            importlib.import_module("tensorpng._png_filters"),
+            "ADAPTIVE_BLOCK_BYTES",
+            block_rows * data.shape[1],
+        )
     image = from_bytes(data, dtype, channels)
     encoded = encode_checked(image, "small")
     chosen = filter_bytes(encoded)
@@ -939,7 +943,7 @@ def test_gil_probe_catches_an_encoder_that_holds_the_gil(
     which hands it over every few milliseconds); it stands in for a deflate that would not
     release the GIL. If the probe did not see it, test_encode_releases_the_gil would be void.
     """
-    real_deflate = png_module._deflate_fast
+    real_deflate = png_module.deflate_fast
     start = time.perf_counter()
     real_deflate(big_photo_like, 10.0)
     seconds = time.perf_counter() - start
@@ -951,8 +955,8 @@ def test_gil_probe_catches_an_encoder_that_holds_the_gil(
         sum(range(count))  # holds the GIL for about twice the real deflate's time
         return real_deflate(data, residual)
 
-    monkeypatch.setattr(png_module, "_deflate_fast", gil_holding_deflate)
-    monkeypatch.setenv("TENSORPNG_CPU_ENCODER", "numpy")  # the path that calls _deflate_fast
+    monkeypatch.setattr(png_module, "deflate_fast", gil_holding_deflate)
+    monkeypatch.setenv("TENSORPNG_CPU_ENCODER", "numpy")  # the path that calls deflate_fast
     ratio = gil_ratio(lambda: encode_png(big_photo_like), attempts=1)
     assert ratio > 0.25, f"the probe missed a GIL held for most of the encode ({ratio:.0%})"
 
