@@ -11,6 +11,7 @@ Compared, in one run, on the same ``T x H x W x 3`` uint8 frames, each writing o
 - ``tensorpng``: ``tensorpng.save_animation(frames, path, fps=10)`` (``compression="fast"``).
 - ``tensorpng float``: the same clip as a ``T x 3 x H x W`` float32 tensor in [0, 1] (conversion
   included).
+- ``Writer.add_frame``: the uint8 frames one call each, on the Writer's workers (until ``close``).
 - ``Pillow APNG``: ``Image.save(path, save_all=True, append_images=..., duration=100, loop=0)``
   (default ``compress_level=6``), and with ``compress_level=1``.
 - ``imageio GIF``: ``imageio.v3.imwrite(path, frames, extension=".gif", duration=100, loop=0)``
@@ -66,6 +67,13 @@ def write_tensorpng(frames: np.ndarray, path: Path) -> None:
     tensorpng.save_animation(frames, path, fps=10)
 
 
+def write_frames(frames: np.ndarray, path: Path) -> None:
+    """One ``Writer.add_frame`` per frame, as from a training loop (finished at close)."""
+    with tensorpng.Writer(path.parent) as writer:
+        for frame in frames:
+            writer.add_frame(frame, path.name, layout="HWC", fps=10)
+
+
 def write_pillow(frames: np.ndarray, path: Path, level: int = 6) -> None:
     images = [Image.fromarray(frame) for frame in frames]
     images[0].save(
@@ -106,6 +114,7 @@ def run(name: str, clip: np.ndarray, repeat: int) -> None:
     writers: dict[str, tuple[Callable[[Path], None], str]] = {
         "tensorpng": (lambda p: write_tensorpng(clip, p), ".png"),
         "tensorpng float": (lambda p: tensorpng.save_animation(tensor, p, fps=10), ".png"),
+        "Writer.add_frame": (lambda p: write_frames(clip, p), ".png"),
         "Pillow APNG": (lambda p: write_pillow(clip, p), ".png"),
         "Pillow APNG, level 1": (lambda p: write_pillow(clip, p, 1), ".png"),
         "imageio GIF": (lambda p: write_gif(clip, p), ".gif"),

@@ -122,6 +122,16 @@ class Admission:
         if done:
             job.release()  # its capture buffer goes back to the pool
 
+    def lost(self, images: int, error: BaseException | None) -> None:
+        """``images`` counted written were lost after all (an animation dropped, or not moved
+        into place): count them failed; ``error``, if given, is raised at the next call."""
+        with self.lock:
+            self._written -= images
+            self._failed += images
+            self._error_count += images
+            if error is not None:
+                self._errors.append(error)
+
     def _settle(self, job: Any, images: int) -> bool:
         """Under the lock: ``images`` of ``job`` left the queue; True when it has no more."""
         job.remaining -= images

@@ -133,6 +133,10 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
         text: text chunks written before the first frame (e.g. tensorpng's record).
         overwrite: with ``False``, raise :class:`TargetExistsError` now and at :meth:`finish`
             when ``path`` exists.
+        dir_fd: a descriptor of ``path``'s folder, opened by the caller (and closed by it after
+            :meth:`finish` or :meth:`abort`): the temporary file is made and moved in that
+            folder (openat-style, as the Writer's confined writes; ``path`` then only names it
+            in messages).
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
         compression: Compression = "fast",
         text: Mapping[str, str] | None = None,
         overwrite: bool = True,
+        dir_fd: int | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
@@ -153,7 +158,9 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
         self.compression: Compression = compression
         self.texts = [text_chunk(key, value) for key, value in (text or {}).items()]  # validated now
         self.overwrite = overwrite
-        if not overwrite and self.path.exists():
+        self._dir_fd = dir_fd
+        self._target = self.path.name if dir_fd is not None else os.fspath(self.path)
+        if not overwrite and _lexists(self._target, dir_fd):
             raise TargetExistsError(f"{self.path} exists and overwrite=False")
         self._previous: np.ndarray | None = None  # the last filtered frame, H x W x C, contiguous
         self._filtered = 0  # frames through filter_frame
@@ -190,8 +197,8 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
         self._filtered += 1
         return FilteredFrame(index, region, candidates)
 
-    def write_frame(self, frame: EncodedFrame) -> None:
-        """Append an encoded frame (``fcTL`` and its data). Call in frame order."""
+    def write_frame(self, frame: EncodedFrame) -> int:
+        """Append an encoded frame (``fcTL`` and its data); the bytes written. Call in frame order."""
         self._check_open()
         if frame.index != self._written:
             raise OptionError(
@@ -220,8 +227,10 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
                 parts.append(chunk(b"IDAT", piece))
             else:
                 parts.append(chunk(b"fdAT", struct.pack(">I", self._next_sequence()) + piece))
-        self._write(b"".join(parts))
+        data = b"".join(parts)
+        self._write(data)
         self._written += 1
+        return len(data)
 
     def add(self, samples: np.ndarray) -> None:
         """Filter, deflate and append one frame (see :meth:`filter_frame` for ``samples``)."""
@@ -270,7 +279,7 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
                 self._file.close()
         if self._temp is not None:
             with suppress(OSError):
-                os.unlink(self._temp)
+                os.unlink(self._temp, dir_fd=self._dir_fd)
         self._file = self._temp = None
         self._previous = None
 
@@ -344,11 +353,13 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
         header = struct.pack(
             ">IIBBBBB", width, height, 8 * image.dtype.itemsize, COLOR_TYPES[channels], 0, 0, 0
         )
-        directory, name = os.path.split(os.fspath(self.path))
+        directory, name = os.path.split(self._target)
         temp = os.path.join(directory, temporary_name(name))
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         try:
-            os.makedirs(directory or os.curdir, exist_ok=True)
-            descriptor = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            if self._dir_fd is None:
+                os.makedirs(directory or os.curdir, exist_ok=True)
+            descriptor = os.open(temp, flags, 0o666, dir_fd=self._dir_fd)
         except OSError as error:
             raise WriteError(f"cannot write {self.path}: {error.strerror or error}") from error
         # unbuffered: each frame is on disk (in the page cache) once write_frame returns
@@ -369,21 +380,23 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
             ) from error
 
     def _move_into_place(self, temp: str) -> None:
-        target = os.fspath(self.path)
+        target, folder = self._target, self._dir_fd
         try:
             if self.overwrite:
-                os.replace(temp, target)
+                os.replace(temp, target, src_dir_fd=folder, dst_dir_fd=folder)
                 return
             try:
-                os.link(temp, target)  # atomic, and fails if the target exists
+                os.link(
+                    temp, target, src_dir_fd=folder, dst_dir_fd=folder
+                )  # atomic, and fails if the target exists
             except FileExistsError:
                 raise TargetExistsError(f"{self.path} exists and overwrite=False") from None
             except OSError:  # no hard links here: check, then replace
-                if os.path.lexists(target):
+                if _lexists(target, folder):
                     raise TargetExistsError(f"{self.path} exists and overwrite=False") from None
-                os.replace(temp, target)
+                os.replace(temp, target, src_dir_fd=folder, dst_dir_fd=folder)
                 return
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=folder)
         except TargetExistsError:
             raise
         except OSError as error:
@@ -394,3 +407,12 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
     def _next_sequence(self) -> int:
         self._sequence += 1
         return self._sequence - 1
+
+
+def _lexists(path: str, dir_fd: int | None) -> bool:
+    """Whether ``path`` (in the folder ``dir_fd``, if given) exists; a link counts as itself."""
+    try:
+        os.lstat(path, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True

@@ -105,6 +105,9 @@ class Job:
         filtered, nans = self._filtered(index, filter_lock, None)
         return finish_png(filtered), nans
 
+    def wait_ready(self) -> None:
+        """Wait until the captured samples may be read (only pinned copies wait)."""
+
     def _filtered(
         self, index: int, filter_lock: threading.Lock, extremes: list[Extremes] | None
     ) -> tuple[FilteredPNG, int]:
@@ -189,11 +192,11 @@ class PinnedJob(Job):
         )
 
     def encoded(self, index: int, filter_lock: threading.Lock) -> tuple[bytes, int]:
-        self._wait_ready()
+        self.wait_ready()
         filtered, nans = self._filtered(index, filter_lock, self.extremes)
         return finish_png(filtered), nans
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         """Once per job: wait for the copy, warn about NaNs and the range, read the min/max."""
         with self.ready_lock:
             if self.ready:

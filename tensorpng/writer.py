@@ -7,6 +7,8 @@ The Writer: save from inside a training loop without stalling it.
 image through a sink (``sinks``: atomic local files or fsspec). ``_admission`` bounds the
 memory that queued work holds and counts every image's fate. Errors from workers are raised
 in the caller at the next ``save``, ``flush`` or ``close``; ``close`` runs at interpreter exit.
+``Writer.add_frame`` captures and counts frames the same way; ``_frames`` streams them into
+animations, which ``close`` finishes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Unpack, final
 from ._admission import Admission, OnFull, WriterStats
 from ._capture import BufferPool, DeviceJob, HostJob, Job, PinnedJob
 from ._encode import prepare_for
+from ._frames import Animations, prepare_frame
 from ._names import parse_template, path_text, relative_name, sanitize_field
 from ._options import (
     Compression,
@@ -123,6 +126,9 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
     count nothing. Writes below ``root`` never follow a
     symlink (``PathError``). A forked child must make its own Writer: the inherited one
     raises :class:`ForkedWriterError` and is not flushed at the child's exit.
+    :meth:`add_frame` streams frames into animated PNGs (local roots), which :meth:`close`
+    finishes and moves into place; each frame counts as an image in ``stats``, written
+    once it is in the animation's temporary file (failed if the animation is lost after).
     """
 
     @takes_options(WriterKeywords)
@@ -156,6 +162,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
             workers or default_workers(), thread_name_prefix="tensorpng-writer", initializer=_yield_to_caller
         )
         self._filter_lock = threading.Lock()
+        self._animations = Animations(self._admission, self._filter_lock)
         self._closed = False
         atexit.register(self._close_at_exit)
         _LIVE_WRITERS.add(self)
@@ -221,15 +228,10 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
                 ``on_full="error"``, or an error from a worker since the last call (raised
                 after this call's images were queued).
         """
-        self._check_process()
-        given = locals()
-        options = {**self._defaults, **{k: given[k] for k in OPTIONS if given[k] is not DEFAULT}}
-        if self._admission.closing:
-            raise TensorPNGError("this Writer is closed")
-        rank = current_rank()
-        if self.rank_zero_only and rank != 0:
+        call = self._begin(locals())
+        if call is None:
             return
-        image_options, png_options, overwrite_files = _parse(options)
+        rank, image_options, png_options, overwrite_files = call
         batch, device_encoder = prepare_for(x, image_options, png_options)
         count = 1 if batch.writes_grid else batch.count
         names = self._names(name, count, batch.layout.batched and not batch.writes_grid, rank, fields)
@@ -243,6 +245,86 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
                 self._queue(job, device_encoder, batch.on_device)
         finally:
             self._admission.raise_errors(earlier)
+
+    def add_frame(
+        self,
+        x: object,
+        name: str,
+        *,
+        fps: float | None = None,
+        loop: int | None = None,
+        layout: str | Default | None = DEFAULT,
+        mean: float | Sequence[float] | Default | None = DEFAULT,
+        std: float | Sequence[float] | Default | None = DEFAULT,
+        value_range: tuple[float, float] | Default | None = DEFAULT,
+        scale: Scale | Default | None = DEFAULT,
+        bits: int | Default | None = DEFAULT,
+        grid: bool | Default = DEFAULT,
+        nrow: int | Default = DEFAULT,
+        padding: int | Default = DEFAULT,
+        pad_value: float | Default = DEFAULT,
+        cmap: str | Default | None = DEFAULT,
+        palette: PaletteSpec | bool | Default | None = DEFAULT,
+        compression: Compression | Default = DEFAULT,
+        metadata: Mapping[str, str] | bool | Default | None = DEFAULT,
+        encoder: Encoder | Default = DEFAULT,
+        overwrite: bool | Default = DEFAULT,
+        **fields: Any,
+    ) -> None:
+        """Append ``x`` as the next frame of the animated PNG (APNG) at ``name``.
+
+        Frames are captured, queued and counted in ``stats`` like ``save``'s images; workers
+        filter each against the previous frame, deflate it and append it, in order, to a
+        temporary file ``.NAME.tpng-TAG-N.tmp`` beside the target (only the previous frame is
+        held).
+        :meth:`close` (also after a ``with`` block raised) patches the frame count into
+        ``acTL`` and renames the file into place; :meth:`flush` waits for the frames, no more.
+        A process that dies before ``close`` leaves nothing under ``name``, only the temporary
+        file (``tensorpng clean`` removes it). A failed frame drops its animation only.
+
+        Args:
+            x: an image (as for :func:`tensorpng.save`), a batch of one, or a batch with
+                ``grid=True``. A frame whose size, channels or bits differ from the first
+                frame's raises :class:`ShapeError` (bits: ``DTypeError``) naming both, here.
+            name: as for :meth:`save`, under a local root (else :class:`OptionError`).
+            fps, loop: frames a second (default 10) and plays (default 0: forever), set by
+                the first frame; another value later raises :class:`OptionError`.
+            layout, mean, std, value_range, scale, bits, grid, nrow, padding, pad_value,
+            cmap, compression, metadata, encoder, overwrite: as for :meth:`save`;
+                ``compression``, ``metadata`` (the record describes the first frame) and
+                ``overwrite`` are the first frame's; ``palette`` is refused. Device tensors
+                are converted on the device and copied to pinned memory, then deflated by the
+                CPU encoder: a later frame stores the rectangle that changed, which needs the
+                previous frame's samples on the host anyway.
+            **fields: name fields.
+        """
+        call = self._begin(locals())
+        if call is None:
+            return
+        rank, image_options, png_options, overwrite_file = call
+        batch = prepare_frame(x, image_options, png_options)
+        [target] = self._names(name, 1, False, rank, fields)
+        animation = self._animations.get(self._sink, target, batch, fps, loop, overwrite_file)
+        nbytes = _capture_size(batch)
+        earlier = self._admission.take_errors()
+        try:
+            if self._admission.reserve(nbytes, 1):
+                job = Job(batch, [target], png_options, overwrite_file, nbytes, 1)
+                self._animations.queue(animation, self._capture(job, False, batch.on_device), self._pool)
+        finally:
+            self._admission.raise_errors(earlier)
+
+    def _begin(self, given: dict[str, Any]) -> tuple[int, Any, Any, bool] | None:
+        """A call's rank and options (the Writer's defaults, overridden), parsed; None on a
+        rank that ``rank_zero_only`` skips."""
+        self._check_process()
+        options = {**self._defaults, **{k: given[k] for k in OPTIONS if given[k] is not DEFAULT}}
+        if self._admission.closing:
+            raise TensorPNGError("this Writer is closed")
+        rank = current_rank()
+        if self.rank_zero_only and rank != 0:
+            return None
+        return rank, *_parse(options)
 
     def flush(self) -> None:
         """Wait until everything queued is written; raise the first worker error, if any."""
@@ -261,12 +343,14 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
             self._admission.raise_errors()
             return
         try:
-            self.flush()
+            self._admission.wait_idle()
         finally:
             self._closed = True
             self._pool.shutdown(wait=True)
+            self._animations.finish_all()  # every frame is in its file now
             self._buffers.clear()
             atexit.unregister(self._close_at_exit)
+        self._admission.raise_errors()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
@@ -303,18 +387,21 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         values.setdefault("rank", rank)
         return [relative_name(n) for n in parsed.names(count, batched, values)]
 
-    def _queue(self, job: Job, device_encoder: bool, on_device: bool) -> None:
-        """Capture ``job`` with its strategy and queue a task per image."""
+    def _capture(self, job: Job, device_encoder: bool, on_device: bool) -> Job:
+        """``job`` captured by its strategy (cancelled if that raises)."""
         try:
             if device_encoder:
-                captured: Job = DeviceJob.capture(job)
-            elif on_device:
-                captured = PinnedJob.capture(job, self._buffers)
-            else:
-                captured = HostJob.capture(job, self._buffers)
+                return DeviceJob.capture(job)
+            if on_device:
+                return PinnedJob.capture(job, self._buffers)
+            return HostJob.capture(job, self._buffers)
         except BaseException:
             self._admission.cancel(job, job.remaining)
             raise
+
+    def _queue(self, job: Job, device_encoder: bool, on_device: bool) -> None:
+        """Capture ``job`` with its strategy and queue a task per image."""
+        captured = self._capture(job, device_encoder, on_device)
         if isinstance(captured, DeviceJob):
             self._pool.submit(self._encode_on_device, captured)
             return

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,27 @@ PNGCHECK = shutil.which("pngcheck")
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def killed_after_ready(script: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """Run ``script`` in a child Python (this checkout's tensorpng), wait until it prints
+    ``ready``, yield it, then kill it with SIGKILL (checked: it did not exit by itself)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        yield child
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
 
 
 def parse_chunks(data: bytes) -> list[tuple[bytes, bytes]]:

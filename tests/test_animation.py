@@ -4,12 +4,9 @@ imagecodecs (16-bit frames, through a minimal APNG frame reader here) and pngche
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import struct
 import subprocess
-import sys
 import textwrap
 import zlib
 from fractions import Fraction
@@ -20,11 +17,10 @@ import pytest
 from PIL import Image, ImageSequence
 
 import tensorpng
+from conftest import killed_after_ready
 from tensorpng._apng import AnimationStream
 from tensorpng.load import read_text
 from tensorpng.sinks import TEMP_NAME
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def moving_clip(
@@ -255,7 +251,7 @@ KILLED_WRITER = textwrap.dedent(
     stream = AnimationStream(sys.argv[1], fps=10)
     for step in range(5):
         stream.add(np.full((16, 16, 3), step, np.uint8))
-    print("streaming", flush=True)
+    print("ready", flush=True)
     time.sleep(60)
     """
 )
@@ -263,19 +259,9 @@ KILLED_WRITER = textwrap.dedent(
 
 def test_a_killed_process_leaves_no_file_under_the_final_name(tmp_path: Path) -> None:
     target = tmp_path / "killed.png"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "streaming"
+    with killed_after_ready(KILLED_WRITER, str(target)):
         temps = [p for p in tmp_path.iterdir() if p.name != "killed.png"]
         assert len(temps) == 1 and temps[0].stat().st_size > 0  # frames were streamed to disk
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    assert child.returncode == -signal.SIGKILL
     assert not target.exists()
     assert all(p.name.startswith(".killed.png.") and TEMP_NAME.match(p.name) for p in tmp_path.iterdir())
 
