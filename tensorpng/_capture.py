@@ -304,3 +304,11 @@ def detached(batch: Batch) -> Batch:
     stand_in = torch.empty(batch.source.data.shape, dtype=batch.source.data.dtype, device="meta")
     images = torch.empty(batch.images.shape, dtype=batch.images.dtype, device="meta")
     return replace(batch, source=replace(batch.source, data=stand_in), images=images)
+
+
+def capture_size(batch: Any) -> int:
+    """Bytes a capture of ``batch`` holds: host inputs as given, device ones converted."""
+    if batch.on_device:
+        shape = batch.images.shape
+        return int(shape[0] * shape[1] * shape[2] * shape[3]) * (batch.plan.bits // 8)
+    return int(batch.source.data.nbytes)

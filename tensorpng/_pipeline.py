@@ -6,6 +6,7 @@ The encoder's deflate releases the GIL, so threads use every core. See
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -186,3 +187,13 @@ def run_pipeline(
 
 
 _WAIT_SECONDS = 0.1  # how often a waiting caller (or helper) checks that the other side still runs
+
+
+WORKER_NICENESS = 5
+
+
+def yield_to_caller() -> None:
+    """Lower this worker thread's CPU priority (Linux: per thread) so that the loop that
+    feeds the writer keeps its cores; idle cores still go to the workers."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)

@@ -213,3 +213,13 @@ def as_source(x: object, *, keep_torch: bool = False) -> SourceArray:
         ) from error
     description = _with_array_facts(description, array)
     return SourceArray(_check_numpy_dtype(array, description), False, description)
+
+
+def current_rank() -> int:
+    """This process's rank in ``torch.distributed`` when initialized, else 0."""
+    torch = torch_module()
+    if torch is not None:
+        distributed = getattr(torch, "distributed", None)
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            return int(distributed.get_rank())
+    return 0

@@ -128,15 +128,9 @@ def filter_png(
     _check_compression(compression)
     channels = 1 if image.ndim == 2 else image.shape[2]
     height, width = image.shape[:2]
-    return _filter_scanlines(
-        *byte_planes(image),
-        width=width,
-        height=height,
-        bit_depth=8 * image.dtype.itemsize,
-        color_type=COLOR_TYPES[channels],
-        compression=compression,
-        text=text,
-    )
+    bit_depth = 8 * image.dtype.itemsize
+    header = SIGNATURE + ihdr(width, height, bit_depth, COLOR_TYPES[channels])
+    return _filtered(*byte_planes(image), header, bit_depth, compression, text)
 
 
 def finish_png(filtered: FilteredPNG) -> bytes:
@@ -177,32 +171,14 @@ def _native_deflate(lines: np.ndarray, bpp: int) -> bytes | None:
     return deflate(lines)
 
 
+def _native_filters(compression: Compression, bit_depth: int) -> bool:
+    """Whether the extension filters (and deflates) these samples."""
+    return compression == "fast" and _cpu_codec.method(bit_depth) == "native"
+
+
 def _check_compression(compression: str) -> None:
     if compression not in COMPRESSIONS:
         raise OptionError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-
-
-def _filter_scanlines(
-    planes: np.ndarray,
-    distance: int,
-    *,
-    width: int,
-    height: int,
-    bit_depth: int,
-    color_type: int,
-    compression: Compression,
-    text: Mapping[str, str] | None,
-    before_idat: tuple[bytes, ...] = (),
-) -> FilteredPNG:
-    """Filter the sample bytes, given as ``K x H x w`` uint8 ``planes`` (see
-    :func:`byte_planes`; ``distance`` is the filter's byte distance within a plane).
-
-    The other keywords are the IHDR fields; ``before_idat`` are complete chunks (e.g.
-    ``PLTE``) written after IHDR and the text chunks, before the image data.
-    """
-    native = compression == "fast" and _cpu_codec.method(bit_depth) == "native"
-    header = SIGNATURE + ihdr(width, height, bit_depth, color_type)
-    return _filtered(planes, distance, header, bit_depth, compression, native, text, before_idat)
 
 
 def _filtered(
@@ -211,14 +187,17 @@ def _filtered(
     header: bytes,
     bit_depth: int,
     compression: Compression,
-    native: bool,
     text: Mapping[str, str] | None,
     before_idat: tuple[bytes, ...] = (),
 ) -> FilteredPNG:
-    """:func:`_filter_scanlines` with the signature and IHDR made (``header``) and the
-    encoder chosen (``native``: the extension filters)."""
+    """Filter the sample bytes, given as ``K x H x w`` uint8 ``planes`` (see
+    :func:`byte_planes`; ``distance`` is the filter's byte distance within a plane).
+
+    ``header``: the signature and IHDR; ``before_idat`` are complete chunks (e.g. ``PLTE``)
+    written after IHDR and the text chunks, before the image data.
+    """
     residual, native_bpp = 0.0, 0
-    if native:
+    if _native_filters(compression, bit_depth):
         lines, native_bpp = interleaved_bytes(planes, distance)  # the extension filters them
     elif compression == "fast":
         lines, residual = filtered_fast(planes, distance)
@@ -245,8 +224,11 @@ def filter_pngs(
     height, width = first.shape[:2]
     bit_depth = 8 * first.dtype.itemsize
     header = SIGNATURE + ihdr(width, height, bit_depth, COLOR_TYPES[1 if first.ndim == 2 else first.shape[2]])
-    native = compression == "fast" and _cpu_codec.method(bit_depth) == "native"
-    if native and bit_depth == 8 and all(image.flags.c_contiguous for image in images):
+    if (
+        _native_filters(compression, bit_depth)
+        and bit_depth == 8
+        and all(image.flags.c_contiguous for image in images)
+    ):
         # the extension takes the sample bytes as they lie (what byte_planes and
         # interleaved_bytes give for C-contiguous images, without their calls)
         bpp = 1 if first.ndim == 2 else int(first.shape[2])
@@ -257,7 +239,7 @@ def filter_pngs(
             for image, text in zip(images, texts, strict=True)
         ]
     return [
-        _filtered(*byte_planes(image), header, bit_depth, compression, native, text)
+        _filtered(*byte_planes(image), header, bit_depth, compression, text)
         for image, text in zip(images, texts, strict=True)
     ]
 
@@ -363,14 +345,6 @@ def filter_indexed_png(
             f"(indices 0..{palette.shape[0] - 1})"
         )
     palette_chunk = plte(np.ascontiguousarray(palette[:entries]).tobytes())
-    return _filter_scanlines(
-        np.ascontiguousarray(_pack_indices(labels, depth))[None],
-        1,
-        width=width,
-        height=height,
-        bit_depth=depth,
-        color_type=COLOR_TYPE_INDEXED,
-        compression=compression,
-        text=text,
-        before_idat=(palette_chunk,),
-    )
+    header = SIGNATURE + ihdr(width, height, depth, COLOR_TYPE_INDEXED)
+    planes = np.ascontiguousarray(_pack_indices(labels, depth))[None]
+    return _filtered(planes, 1, header, depth, compression, text, (palette_chunk,))

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Unpack, final
 
 from ._admission import Admission, OnFull, WriterStats
-from ._capture import BufferPool, DeviceJob, HostJob, Job, PinnedJob
+from ._capture import BufferPool, DeviceJob, HostJob, Job, PinnedJob, capture_size
 from ._encode import prepare_for
 from ._frames import Animations, prepare_frame
 from ._names import parse_template, path_text, relative_name, sanitize_field
@@ -44,8 +44,8 @@ from ._options import (
     parse_png_options,
     takes_options,
 )
-from ._pipeline import default_workers
-from .arrays import torch_module
+from ._pipeline import default_workers, yield_to_caller
+from .arrays import current_rank
 from .convert import warn_nans
 from .errors import ForkedWriterError, OptionError, TensorPNGError, UnknownOptionError
 from .palettes import PaletteSpec
@@ -55,7 +55,6 @@ DEFAULT_MAX_PENDING = 1 << 30  # 1 GiB of captured data (host copies or pinned b
 # Most bytes of reusable capture buffers kept idle between saves (min with max_pending): enough
 # for a steady training loop's shapes, while a Writer fed many shapes holds no hoard.
 MAX_IDLE_BUFFER_BYTES = 64 << 20
-WORKER_NICENESS = 5
 # The options a Writer takes as defaults and Writer.save overrides (None: the default).
 OPTIONS = tuple(WriterKeywords.__annotations__)  # the options that Writer.save may override
 
@@ -83,16 +82,6 @@ class Default:
 
 
 DEFAULT = Default()
-
-
-def current_rank() -> int:
-    """This process's rank in ``torch.distributed`` when initialized, else 0."""
-    torch = torch_module()
-    if torch is not None:
-        distributed = getattr(torch, "distributed", None)
-        if distributed is not None and distributed.is_available() and distributed.is_initialized():
-            return int(distributed.get_rank())
-    return 0
 
 
 class Writer(contextlib.AbstractContextManager["Writer"]):
@@ -159,7 +148,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         self._buffers = BufferPool(min(self._admission.max_pending, MAX_IDLE_BUFFER_BYTES))
         self._pid = os.getpid()  # a forked child inherits this Writer but not its threads
         self._pool = ThreadPoolExecutor(
-            workers or default_workers(), thread_name_prefix="tensorpng-writer", initializer=_yield_to_caller
+            workers or default_workers(), thread_name_prefix="tensorpng-writer", initializer=yield_to_caller
         )
         self._filter_lock = threading.Lock()
         self._animations = Animations(self._admission, self._filter_lock)
@@ -237,7 +226,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         names = self._names(name, count, batch.layout.batched and not batch.writes_grid, rank, fields)
         if not overwrite_files:
             self._sink.check_absent(names)
-        nbytes = _capture_size(batch)
+        nbytes = capture_size(batch)
         earlier = self._admission.take_errors()  # raised after this save is queued: a failure
         try:  # costs no later image
             if self._admission.reserve(nbytes, count):
@@ -246,6 +235,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         finally:
             self._admission.raise_errors(earlier)
 
+    @takes_options(WriterKeywords, dict.fromkeys(OPTIONS, DEFAULT))
     def add_frame(
         self,
         x: object,
@@ -253,23 +243,8 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         *,
         fps: float | None = None,
         loop: int | None = None,
-        layout: str | Default | None = DEFAULT,
-        mean: float | Sequence[float] | Default | None = DEFAULT,
-        std: float | Sequence[float] | Default | None = DEFAULT,
-        value_range: tuple[float, float] | Default | None = DEFAULT,
-        scale: Scale | Default | None = DEFAULT,
-        bits: int | Default | None = DEFAULT,
-        grid: bool | Default = DEFAULT,
-        nrow: int | Default = DEFAULT,
-        padding: int | Default = DEFAULT,
-        pad_value: float | Default = DEFAULT,
-        cmap: str | Default | None = DEFAULT,
-        palette: PaletteSpec | bool | Default | None = DEFAULT,
-        compression: Compression | Default = DEFAULT,
-        metadata: Mapping[str, str] | bool | Default | None = DEFAULT,
-        encoder: Encoder | Default = DEFAULT,
-        overwrite: bool | Default = DEFAULT,
-        **fields: Any,
+        fields: Mapping[str, Any] | None = None,
+        **options: Unpack[WriterKeywords],
     ) -> None:
         """Append ``x`` as the next frame of the animated PNG (APNG) at ``name``.
 
@@ -289,23 +264,25 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
             name: as for :meth:`save`, under a local root (else :class:`OptionError`).
             fps, loop: frames a second (default 10) and plays (default 0: forever), set by
                 the first frame; another value later raises :class:`OptionError`.
-            layout, mean, std, value_range, scale, bits, grid, nrow, padding, pad_value,
-            cmap, compression, metadata, encoder, overwrite: as for :meth:`save`;
-                ``compression``, ``metadata`` (the record describes the first frame) and
-                ``overwrite`` are the first frame's; ``palette`` is refused. Device tensors
-                are converted on the device and copied to pinned memory, then deflated by the
-                CPU encoder: a later frame stores the rectangle that changed, which needs the
-                previous frame's samples on the host anyway.
-            **fields: name fields.
+            fields: the name's fields besides ``rank`` (``save`` takes them as keywords;
+                here the keywords are the options), e.g. ``{"tag": "val"}``.
+            **options: layout, mean, std, value_range, scale, bits, grid, nrow, padding,
+                pad_value, cmap, compression, metadata, encoder, overwrite: as for
+                :meth:`save`; left out, the Writer's default. ``compression``, ``metadata``
+                (the record describes the first frame) and ``overwrite`` are the first
+                frame's; ``palette`` is refused. Device tensors are converted on the device
+                and copied to pinned memory, then deflated by the CPU encoder: a later frame
+                stores the rectangle that changed, which needs the previous frame's samples
+                on the host anyway.
         """
-        call = self._begin(locals())
+        call = self._begin(options)
         if call is None:
             return
         rank, image_options, png_options, overwrite_file = call
         batch = prepare_frame(x, image_options, png_options)
-        [target] = self._names(name, 1, False, rank, fields)
+        [target] = self._names(name, 1, False, rank, dict(fields or {}))
         animation = self._animations.get(self._sink, target, batch, fps, loop, overwrite_file)
-        nbytes = _capture_size(batch)
+        nbytes = capture_size(batch)
         earlier = self._admission.take_errors()
         try:
             if self._admission.reserve(nbytes, 1):
@@ -314,7 +291,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         finally:
             self._admission.raise_errors(earlier)
 
-    def _begin(self, given: dict[str, Any]) -> tuple[int, Any, Any, bool] | None:
+    def _begin(self, given: Mapping[str, Any]) -> tuple[int, Any, Any, bool] | None:
         """A call's rank and options (the Writer's defaults, overridden), parsed; None on a
         rank that ``rank_zero_only`` skips."""
         self._check_process()
@@ -443,17 +420,3 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
 def _parse(options: dict[str, Any]) -> tuple[ImageOptions, PNGOptions, bool]:
     overwrite = check_bool("overwrite", options["overwrite"])
     return parse_image_options(options), parse_png_options(options), overwrite
-
-
-def _capture_size(batch: Any) -> int:
-    if batch.on_device:
-        shape = batch.images.shape
-        return int(shape[0] * shape[1] * shape[2] * shape[3]) * (batch.plan.bits // 8)
-    return int(batch.source.data.nbytes)
-
-
-def _yield_to_caller() -> None:
-    """Lower this worker thread's CPU priority (Linux: per thread) so that the loop that
-    feeds the writer keeps its cores; idle cores still go to the workers."""
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)

@@ -16,7 +16,8 @@ from PIL import Image
 
 import tensorpng
 from conftest import decode_imagecodecs, decode_pypng, parse_chunks, pngcheck, pngcheck_bytes
-from tensorpng import _cpu_codec, _parallel_deflate
+from tensorpng import _cpu_codec
+from tensorpng import png as png_module
 from tensorpng._parallel_deflate import PARALLEL_MIN_BYTES, _blocks, _dynamic_block_end, native_sliced
 from tensorpng._png_chunks import SIGNATURE, ihdr, png_bytes
 from tensorpng.png import FLAT_RESIDUAL
@@ -127,15 +128,18 @@ def test_no_zero_row_means_one_stream() -> None:
 def test_a_big_grid_is_sliced_and_decodes_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.rand(64, 3, 160, 160, generator=torch.Generator().manual_seed(5))
     x[:, :, 40:60] = 0  # black bands inside the images too
-    monkeypatch.setattr(_parallel_deflate, "cpu_count", lambda: 4)  # as on a 4-core machine
+    # The module objects the encoder itself uses (not this file's imports of them).
+    codec, parallel = png_module._cpu_codec, png_module._parallel_deflate
+    assert codec.method(8) == "native", codec.describe()
+    monkeypatch.setattr(parallel, "cpu_count", lambda: 4)  # as on a 4-core machine
     calls: list[int] = []
-    real = _cpu_codec.native_deflate
+    real = codec.native_deflate
 
     def spy(rows: np.ndarray, bpp: int, flat: float = 0.0) -> bytes | None:
         calls.append(int(rows.shape[0]))
         return real(rows, bpp, flat)
 
-    monkeypatch.setattr(_cpu_codec, "native_deflate", spy)
+    monkeypatch.setattr(codec, "native_deflate", spy)
     path = tmp_path / "grid.png"
     tensorpng.save_image(x, path)
     assert PARALLEL_MIN_BYTES <= 1298 * 1298 * 3

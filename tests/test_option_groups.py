@@ -41,6 +41,17 @@ def test_writer_save_lists_exactly_the_writer_options() -> None:
     assert all(p.default is tensorpng.writer.DEFAULT for p in listed.values())
 
 
+def test_add_frame_takes_the_writer_options_left_to_the_writers_default(tmp_path: object) -> None:
+    listed = keyword_only(tensorpng.Writer.add_frame)
+    assert set(listed) == set(WriterKeywords.__annotations__) | {"fps", "loop", "fields"}
+    assert all(listed[name].default is tensorpng.writer.DEFAULT for name in WriterKeywords.__annotations__)
+    with (
+        tensorpng.Writer(str(tmp_path)) as writer,
+        pytest.raises(UnknownOptionError, match="did you mean 'std'"),
+    ):
+        writer.add_frame([[0]], "a.png", sdt=1)  # type: ignore[call-arg]
+
+
 def test_defaults_are_filled_and_misspellings_refused() -> None:
     class Group(TypedDict, total=False):
         nrow: int
