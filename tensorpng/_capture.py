@@ -312,3 +312,13 @@ def capture_size(batch: Any) -> int:
         shape = batch.images.shape
         return int(shape[0] * shape[1] * shape[2] * shape[3]) * (batch.plan.bits // 8)
     return int(batch.source.data.nbytes)
+
+
+def capture(job: Job, buffers: BufferPool, *, device_encoder: bool, on_device: bool) -> Job:
+    """``job`` captured by the strategy its input needs: the torch encoder's (the batch stays
+    on the device), pinned host buffers of device samples, or host copies of CPU input."""
+    if device_encoder:
+        return DeviceJob.capture(job)
+    if on_device:
+        return PinnedJob.capture(job, buffers)
+    return HostJob.capture(job, buffers)

@@ -17,18 +17,19 @@ characters, and no ``..``. :func:`relative_name` keeps a name inside a root.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from .errors import PathError
+from .errors import PathError, UnknownOptionError
 
 MAX_WIDTH = 64  # the widest formatted field: a wider one is a mistake, or a memory attack
 SUFFIX = ".png"
@@ -149,3 +150,23 @@ def path_text(path: str | os.PathLike[str]) -> str:
     if "\x00" in text:
         raise PathError(f"path {text!r} contains a NUL character; no file name may")
     return text
+
+
+def writer_names(
+    template: str, count: int, batched: bool, rank: int, fields: Mapping[str, Any], options: Sequence[str]
+) -> list[str]:
+    """The relative names that :class:`tensorpng.Writer` gives ``count`` images from ``template``
+    and the caller's ``fields`` (``{rank}`` defaults to this process's rank). A field that the
+    template does not use and that is close to one of ``options`` is a misspelled option: say
+    so rather than ignore it."""
+    parsed = parse_template(template)
+    for key in fields:
+        close = [] if key in parsed.fields else difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+        if close:
+            raise UnknownOptionError(
+                f"tensorpng.Writer.save() got {key!r}, which is neither an option nor a field of the "
+                f"name {template!r}; did you mean {close[0]!r}?"
+            )
+    values = {key: sanitize_field(value) for key, value in fields.items()}
+    values.setdefault("rank", rank)
+    return [relative_name(n) for n in parsed.names(count, batched, values)]

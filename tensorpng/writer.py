@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import difflib
 import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Unpack, final
 
 from ._admission import Admission, OnFull, WriterStats
-from ._capture import BufferPool, DeviceJob, HostJob, Job, PinnedJob, capture_size
+from ._capture import BufferPool, DeviceJob, Job, capture, capture_size
 from ._encode import prepare_for
 from ._frames import Animations, prepare_frame
-from ._names import parse_template, path_text, relative_name, sanitize_field
+from ._names import path_text, writer_names
 from ._options import (
     Compression,
     Encoder,
@@ -47,16 +46,14 @@ from ._options import (
 from ._pipeline import default_workers, yield_to_caller
 from .arrays import current_rank
 from .convert import warn_nans
-from .errors import ForkedWriterError, OptionError, TensorPNGError, UnknownOptionError
+from .errors import ForkedWriterError, OptionError, TensorPNGError
 from .palettes import PaletteSpec
 from .sinks import Sink, open_sink
 
 DEFAULT_MAX_PENDING = 1 << 30  # 1 GiB of captured data (host copies or pinned buffers)
-# Most bytes of reusable capture buffers kept idle between saves (min with max_pending): enough
-# for a steady training loop's shapes, while a Writer fed many shapes holds no hoard.
+# Idle capture buffers kept for reuse (min with max_pending): a steady loop's shapes, no hoard.
 MAX_IDLE_BUFFER_BYTES = 64 << 20
-# The options a Writer takes as defaults and Writer.save overrides (None: the default).
-OPTIONS = tuple(WriterKeywords.__annotations__)  # the options that Writer.save may override
+OPTIONS = tuple(WriterKeywords.__annotations__)  # a Writer's defaults, which Writer.save overrides
 
 
 _LIVE_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
@@ -112,9 +109,8 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
     error is raised at the next ``save``/``flush``/``close``, after that call's own images
     were queued), and is ``images_pending`` until then. A ``save`` that raises before
     queueing (bad input or name, ``QueueFullError``) and one skipped by ``rank_zero_only``
-    count nothing. Writes below ``root`` never follow a
-    symlink (``PathError``). A forked child must make its own Writer: the inherited one
-    raises :class:`ForkedWriterError` and is not flushed at the child's exit.
+    count nothing. Writes below ``root`` never follow a symlink (``PathError``). A forked
+    child must make its own Writer: the inherited one raises :class:`ForkedWriterError`.
     :meth:`add_frame` streams frames into animated PNGs (local roots), which :meth:`close`
     finishes and moves into place; each frame counts as an image in ``stats``, written
     once it is in the animation's temporary file (failed if the animation is lost after).
@@ -158,16 +154,15 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
 
     @property
     def idle_buffer_bytes(self) -> int:
-        """Bytes of capture buffers kept idle for reuse: at most
-        ``min(max_pending, MAX_IDLE_BUFFER_BYTES)`` (64 MiB), and 0 after :meth:`close`."""
+        """Bytes of capture buffers idle for reuse: ``<= min(max_pending, 64 MiB)``, 0 once closed."""
         return self._buffers.idle_bytes
 
     def _check_process(self) -> None:
         if os.getpid() != self._pid:
             raise ForkedWriterError(
-                f"this tensorpng.Writer({self.root!r}) was made in process {self._pid} and "
-                f"inherited by fork into process {os.getpid()}, which has none of its worker "
-                "threads; make a new Writer in the child (the parent still writes what it queued)"
+                f"this tensorpng.Writer({self.root!r}) was made in process {self._pid} and inherited by "
+                f"fork into process {os.getpid()}, which has none of its worker threads; make a new "
+                "Writer in the child (the parent still writes what it queued)"
             )
 
     @property
@@ -223,17 +218,14 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         rank, image_options, png_options, overwrite_files = call
         batch, device_encoder = prepare_for(x, image_options, png_options)
         count = 1 if batch.writes_grid else batch.count
-        names = self._names(name, count, batch.layout.batched and not batch.writes_grid, rank, fields)
+        batched = batch.layout.batched and not batch.writes_grid
+        names = writer_names(name, count, batched, rank, fields, OPTIONS)
         if not overwrite_files:
             self._sink.check_absent(names)
-        nbytes = capture_size(batch)
-        earlier = self._admission.take_errors()  # raised after this save is queued: a failure
-        try:  # costs no later image
-            if self._admission.reserve(nbytes, count):
-                job = Job(batch, names, png_options, overwrite_files, nbytes, count)
-                self._queue(job, device_encoder, batch.on_device)
-        finally:
-            self._admission.raise_errors(earlier)
+        self._enqueue(
+            Job(batch, names, png_options, overwrite_files, capture_size(batch), count),
+            lambda job: self._queue(job, device_encoder, batch.on_device),
+        )
 
     @takes_options(WriterKeywords, dict.fromkeys(OPTIONS, DEFAULT))
     def add_frame(
@@ -251,8 +243,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         Frames are captured, queued and counted in ``stats`` like ``save``'s images; workers
         filter each against the previous frame, deflate it and append it, in order, to a
         temporary file ``.NAME.tpng-TAG-N.tmp`` beside the target (only the previous frame is
-        held).
-        :meth:`close` (also after a ``with`` block raised) patches the frame count into
+        held). :meth:`close` (also after a ``with`` block raised) patches the frame count into
         ``acTL`` and renames the file into place; :meth:`flush` waits for the frames, no more.
         A process that dies before ``close`` leaves nothing under ``name``, only the temporary
         file (``tensorpng clean`` removes it). A failed frame drops its animation only.
@@ -280,14 +271,22 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
             return
         rank, image_options, png_options, overwrite_file = call
         batch = prepare_frame(x, image_options, png_options)
-        [target] = self._names(name, 1, False, rank, dict(fields or {}))
+        [target] = writer_names(name, 1, False, rank, dict(fields or {}), OPTIONS)
         animation = self._animations.get(self._sink, target, batch, fps, loop, overwrite_file)
-        nbytes = capture_size(batch)
+        self._enqueue(
+            Job(batch, [target], png_options, overwrite_file, capture_size(batch), 1),
+            lambda job: self._animations.queue(
+                animation, self._capture(job, False, batch.on_device), self._pool
+            ),
+        )
+
+    def _enqueue(self, job: Job, submit: Callable[[Job], None]) -> None:
+        """Reserve room for ``job`` (or drop it, or raise, as ``on_full`` says) and submit it.
+        Errors from earlier work are raised after it is queued: a failure costs no later image."""
         earlier = self._admission.take_errors()
         try:
-            if self._admission.reserve(nbytes, 1):
-                job = Job(batch, [target], png_options, overwrite_file, nbytes, 1)
-                self._animations.queue(animation, self._capture(job, False, batch.on_device), self._pool)
+            if self._admission.reserve(job.nbytes, job.remaining):
+                submit(job)
         finally:
             self._admission.raise_errors(earlier)
 
@@ -335,8 +334,8 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         if exc is None:
             self.close()
             return
-        # An exception (KeyboardInterrupt included) is leaving the block: still write what
-        # was queued, and do not hide the exception behind a worker error.
+        # An exception (KeyboardInterrupt too) leaves the block: write what was queued, and
+        # do not hide the exception behind a worker error.
         try:
             self.close()
         except TensorPNGError as error:
@@ -348,30 +347,10 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         except TensorPNGError as error:
             print(f"tensorpng.Writer({self.root!r}) at exit: {error}", file=sys.stderr)
 
-    def _names(
-        self, template: str, count: int, batched: bool, rank: int, fields: dict[str, Any]
-    ) -> list[str]:
-        parsed = parse_template(template)
-        unused = [key for key in fields if key not in parsed.fields]
-        for key in unused:  # a misspelled option lands here: say so rather than ignore it
-            close = difflib.get_close_matches(key, OPTIONS, n=1, cutoff=0.6)
-            if close:
-                raise UnknownOptionError(
-                    f"tensorpng.Writer.save() got {key!r}, which is neither an option nor a field of the "
-                    f"name {template!r}; did you mean {close[0]!r}?"
-                )
-        values = {key: sanitize_field(value) for key, value in fields.items()}
-        values.setdefault("rank", rank)
-        return [relative_name(n) for n in parsed.names(count, batched, values)]
-
     def _capture(self, job: Job, device_encoder: bool, on_device: bool) -> Job:
         """``job`` captured by its strategy (cancelled if that raises)."""
         try:
-            if device_encoder:
-                return DeviceJob.capture(job)
-            if on_device:
-                return PinnedJob.capture(job, self._buffers)
-            return HostJob.capture(job, self._buffers)
+            return capture(job, self._buffers, device_encoder=device_encoder, on_device=on_device)
         except BaseException:
             self._admission.cancel(job, job.remaining)
             raise
@@ -403,8 +382,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
 
     def _run(self, job: Job, index: int) -> None:
         """Worker: encode image ``index`` of ``job`` and write it."""
-        written = 0
-        error: BaseException | None = None
+        written, error = 0, None
         start = middle = time.perf_counter()
         try:
             data, nans = job.encoded(index, self._filter_lock)
