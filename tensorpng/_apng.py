@@ -20,12 +20,11 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from ._png_chunks import IDAT_SPLIT as _IDAT_SPLIT
 from ._png_chunks import SIGNATURE as PNG_SIGNATURE
 from ._png_chunks import chunk
 from ._png_text import text_chunk
-from .errors import DTypeError, OptionError, ShapeError, TargetExistsError, WriteError
+from .errors import DTypeError, OptionError, ShapeError, TargetExistsError
 from .png import (
     COLOR_TYPES,
     COMPRESSIONS,
@@ -43,7 +42,7 @@ from .png import (
     deflate_png,
     filter_png,
 )
-from .sinks import temporary_name
+from .sinks import TempFile, lexists
 
 DISPOSE_NONE = 0
 BLEND_SOURCE, BLEND_OVER = 0, 1
@@ -160,14 +159,13 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
         self.overwrite = overwrite
         self._dir_fd = dir_fd
         self._target = self.path.name if dir_fd is not None else os.fspath(self.path)
-        if not overwrite and _lexists(self._target, dir_fd):
+        if not overwrite and lexists(self._target, dir_fd):
             raise TargetExistsError(f"{self.path} exists and overwrite=False")
         self._previous: np.ndarray | None = None  # the last filtered frame, H x W x C, contiguous
         self._filtered = 0  # frames through filter_frame
         self._written = 0  # frames through write_frame
         self._sequence = 0  # the next fcTL/fdAT sequence number
-        self._file: IO[bytes] | None = None
-        self._temp: str | None = None
+        self._file: TempFile | None = None
         self._closed = False
 
     # -- the three stages ------------------------------------------------------------------
@@ -190,7 +188,7 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
             region = (0, 0, image.shape[1], image.shape[0])
             candidates = ((BLEND_SOURCE, self._filter(image)),)
         else:
-            self._check_like_first(image, previous)
+            _check_like_first(image, previous, self._filtered, self.path)
             region, candidates = self._changed_rectangle(previous, image)
         self._previous = np.ascontiguousarray(image)
         index = self._filtered
@@ -258,13 +256,11 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
                 f"an animation needs every filtered frame written and at least one; "
                 f"{self._filtered} filtered, {self._written} written"
             )
-        assert self._file is not None and self._temp is not None
+        assert self._file is not None
         try:
-            self._write(chunk(b"IEND"))
-            self._file.seek(_ACTL_OFFSET)
-            self._write(chunk(b"acTL", struct.pack(">II", self._written, self.loop)))
-            self._file.close()
-            self._move_into_place(self._temp)
+            self._file.write(chunk(b"IEND"))
+            self._file.write(chunk(b"acTL", struct.pack(">II", self._written, self.loop)), _ACTL_OFFSET)
+            self._file.move_into_place(self.overwrite)
         except BaseException:
             self.abort()
             raise
@@ -275,13 +271,8 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
         """Drop the animation: close and remove the temporary file. Safe to call twice."""
         self._closed = True
         if self._file is not None:
-            with suppress(OSError):
-                self._file.close()
-        if self._temp is not None:
-            with suppress(OSError):
-                os.unlink(self._temp, dir_fd=self._dir_fd)
-        self._file = self._temp = None
-        self._previous = None
+            self._file.remove()
+        self._file = self._previous = None
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
@@ -300,25 +291,6 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
 
     def _filter(self, image: np.ndarray) -> FilteredPNG:
         return filter_png(image[..., 0] if image.shape[2] == 1 else image, compression=self.compression)
-
-    def _check_like_first(self, image: np.ndarray, first: np.ndarray) -> None:
-        index = self._filtered
-        if image.shape[:2] != first.shape[:2]:
-            raise ShapeError(
-                f"frame {index} is {image.shape[0]} x {image.shape[1]} (H x W) but the animation "
-                f"{self.path} is {first.shape[0]} x {first.shape[1]}: every frame has the first "
-                "frame's size (resize or pad it)"
-            )
-        if image.shape[2] != first.shape[2]:
-            raise ShapeError(
-                f"frame {index} has {image.shape[2]} channels but the animation {self.path} has "
-                f"{first.shape[2]}: every frame has the first frame's channels"
-            )
-        if image.dtype.itemsize != first.dtype.itemsize:
-            raise DTypeError(
-                f"frame {index} has {8 * image.dtype.itemsize}-bit samples but the animation "
-                f"{self.path} is {8 * first.dtype.itemsize}-bit: pass the same bits= for every frame"
-            )
 
     def _changed_rectangle(
         self, previous: np.ndarray, image: np.ndarray
@@ -354,65 +326,39 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
             ">IIBBBBB", width, height, 8 * image.dtype.itemsize, COLOR_TYPES[channels], 0, 0, 0
         )
         directory, name = os.path.split(self._target)
-        temp = os.path.join(directory, temporary_name(name))
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        try:
-            if self._dir_fd is None:
-                os.makedirs(directory or os.curdir, exist_ok=True)
-            descriptor = os.open(temp, flags, 0o666, dir_fd=self._dir_fd)
-        except OSError as error:
-            raise WriteError(f"cannot write {self.path}: {error.strerror or error}") from error
-        # unbuffered: each frame is on disk (in the page cache) once write_frame returns
-        self._temp, self._file = temp, os.fdopen(descriptor, "w+b", buffering=0)
+        # unbuffered (os.write): each frame is in the page cache once write_frame returns
+        self._file = TempFile(directory, name, dir_fd=self._dir_fd, label=str(self.path))
         placeholder = chunk(b"acTL", struct.pack(">II", 0, self.loop))  # 0 frames until finish
         self._write(b"".join([PNG_SIGNATURE, chunk(b"IHDR", header), placeholder, *self.texts]))
 
     def _write(self, data: bytes) -> None:
         assert self._file is not None
         try:
-            view = memoryview(data)
-            while view:  # a raw write may write less than asked
-                view = view[self._file.write(view) or 0 :]
-        except OSError as error:
+            self._file.write(data)
+        except BaseException:  # WriteError (the file is removed): the animation is lost
             self.abort()
-            raise WriteError(
-                f"cannot write {self.path}: {error.strerror or error}; no partial file was left"
-            ) from error
-
-    def _move_into_place(self, temp: str) -> None:
-        target, folder = self._target, self._dir_fd
-        try:
-            if self.overwrite:
-                os.replace(temp, target, src_dir_fd=folder, dst_dir_fd=folder)
-                return
-            try:
-                os.link(
-                    temp, target, src_dir_fd=folder, dst_dir_fd=folder
-                )  # atomic, and fails if the target exists
-            except FileExistsError:
-                raise TargetExistsError(f"{self.path} exists and overwrite=False") from None
-            except OSError:  # no hard links here: check, then replace
-                if _lexists(target, folder):
-                    raise TargetExistsError(f"{self.path} exists and overwrite=False") from None
-                os.replace(temp, target, src_dir_fd=folder, dst_dir_fd=folder)
-                return
-            os.unlink(temp, dir_fd=folder)
-        except TargetExistsError:
             raise
-        except OSError as error:
-            raise WriteError(
-                f"cannot write {self.path}: {error.strerror or error}; no partial file was left"
-            ) from error
 
     def _next_sequence(self) -> int:
         self._sequence += 1
         return self._sequence - 1
 
 
-def _lexists(path: str, dir_fd: int | None) -> bool:
-    """Whether ``path`` (in the folder ``dir_fd``, if given) exists; a link counts as itself."""
-    try:
-        os.lstat(path, dir_fd=dir_fd)
-    except OSError:
-        return False
-    return True
+def _check_like_first(image: np.ndarray, first: np.ndarray, index: int, path: Path) -> None:
+    """Frame ``index`` of the animation at ``path`` has the first frame's size, channels, bits."""
+    if image.shape[:2] != first.shape[:2]:
+        raise ShapeError(
+            f"frame {index} is {image.shape[0]} x {image.shape[1]} (H x W) but the animation "
+            f"{path} is {first.shape[0]} x {first.shape[1]}: every frame has the first "
+            "frame's size (resize or pad it)"
+        )
+    if image.shape[2] != first.shape[2]:
+        raise ShapeError(
+            f"frame {index} has {image.shape[2]} channels but the animation {path} has "
+            f"{first.shape[2]}: every frame has the first frame's channels"
+        )
+    if image.dtype.itemsize != first.dtype.itemsize:
+        raise DTypeError(
+            f"frame {index} has {8 * image.dtype.itemsize}-bit samples but the animation "
+            f"{path} is {8 * first.dtype.itemsize}-bit: pass the same bits= for every frame"
+        )

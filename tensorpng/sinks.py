@@ -174,43 +174,85 @@ def _write_in(
 ) -> int:
     """:func:`write_atomic` of ``name`` in ``directory``, or, with ``dir_fd``, in the folder
     open as ``dir_fd`` (every path below is then relative to that descriptor, openat-style)."""
-    temp_name = temporary_name(name)
-    temp = temp_name if dir_fd is not None else os.path.join(directory, temp_name)
-    target = name if dir_fd is not None else os.path.join(directory, name)
+    file = TempFile(directory, name, dir_fd=dir_fd, label=label)
     try:
-        try:
-            descriptor = os.open(temp, _WRITE_FLAGS, 0o666, **_at(dir_fd))
-        except FileNotFoundError:  # the folder is missing: make it (once, not per file)
-            if dir_fd is not None:
-                raise
-            os.makedirs(directory or os.curdir, exist_ok=True)
-            descriptor = os.open(temp, _WRITE_FLAGS, 0o666)
-    except OSError as error:
-        raise WriteError(f"cannot write {label}: {_describe_os_error(error)}") from error
-    try:
-        try:
-            view = memoryview(data)
-            while view:  # os.write may write less than asked
-                view = view[os.write(descriptor, view) :]
-        finally:
-            os.close(descriptor)
-        if overwrite:
-            # rename replaces a symlink itself, never the file it points to
-            os.replace(temp, target, **_at2(dir_fd))
-        else:
-            _link_no_clobber(temp, target, dir_fd)
-    except FileExistsError:
-        _remove(temp, dir_fd)
-        raise TargetExistsError(f"{label} exists and overwrite=False") from None
-    except OSError as error:
-        _remove(temp, dir_fd)
-        raise WriteError(
-            f"cannot write {label}: {_describe_os_error(error)}; no partial file was left"
-        ) from error
+        file.write(data)
+        file.move_into_place(overwrite)
     except BaseException:
-        _remove(temp, dir_fd)
+        file.remove()
         raise
     return len(data)
+
+
+class TempFile:
+    """A file written under a :func:`temporary_name` beside its target, then moved into place:
+    the target is complete or untouched. Used by :func:`write_atomic` (one write) and by
+    animations (appended frame by frame, then patched).
+
+    ``directory``/``name``: the target; with ``dir_fd``, ``name`` is relative to that open
+    folder (openat-style, the Writer's confined writes) and ``directory`` is ignored; without
+    it, a missing ``directory`` is created. ``label`` names the target in messages.
+    """
+
+    def __init__(self, directory: str, name: str, *, dir_fd: int | None, label: str) -> None:
+        temp_name = temporary_name(name)
+        self.temp = temp_name if dir_fd is not None else os.path.join(directory, temp_name)
+        self.target = name if dir_fd is not None else os.path.join(directory, name)
+        self.label, self._dir_fd = label, dir_fd
+        try:
+            try:
+                self._descriptor: int | None = os.open(self.temp, _WRITE_FLAGS, 0o666, **_at(dir_fd))
+            except FileNotFoundError:  # the folder is missing: make it (once, not per file)
+                if dir_fd is not None:
+                    raise
+                os.makedirs(directory or os.curdir, exist_ok=True)
+                self._descriptor = os.open(self.temp, _WRITE_FLAGS, 0o666)
+        except OSError as error:
+            raise WriteError(f"cannot write {label}: {_describe_os_error(error)}") from error
+
+    def write(self, data: bytes | memoryview, offset: int | None = None) -> None:
+        """Write all of ``data`` at the end (or at ``offset``); on failure, remove the file."""
+        assert self._descriptor is not None
+        try:
+            if offset is not None:
+                os.lseek(self._descriptor, offset, os.SEEK_SET)
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(self._descriptor, view) :]
+        except OSError as error:
+            self.remove()
+            raise WriteError(
+                f"cannot write {self.label}: {_describe_os_error(error)}; no partial file was left"
+            ) from error
+
+    def move_into_place(self, overwrite: bool) -> None:
+        """Close the file and move it to the target (``overwrite=False``: only where no file
+        is, atomically where the file system has hard links); on failure, remove it."""
+        try:
+            self._close()
+            if overwrite:
+                os.replace(self.temp, self.target, **_at2(self._dir_fd))  # replaces a symlink itself
+            else:
+                _link_no_clobber(self.temp, self.target, self._dir_fd)
+        except FileExistsError:
+            self.remove()
+            raise TargetExistsError(f"{self.label} exists and overwrite=False") from None
+        except OSError as error:
+            self.remove()
+            raise WriteError(
+                f"cannot write {self.label}: {_describe_os_error(error)}; no partial file was left"
+            ) from error
+
+    def remove(self) -> None:
+        """Close and remove the temporary file; safe to call twice."""
+        with suppress(OSError):
+            self._close()
+        _remove(self.temp, self._dir_fd)
+
+    def _close(self) -> None:
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is not None:
+            os.close(descriptor)
 
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -257,14 +299,15 @@ def _link_no_clobber(temp: str, path: str, dir_fd: int | None = None) -> None:
     except OSError as error:
         if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
-        if _lexists(path, dir_fd):  # a file system without hard links: check, then replace
+        if lexists(path, dir_fd):  # a file system without hard links: check, then replace
             raise FileExistsError(path) from None
         os.replace(temp, path, **_at2(dir_fd))
         return
     _remove(temp, dir_fd)
 
 
-def _lexists(path: str, dir_fd: int | None) -> bool:
+def lexists(path: str, dir_fd: int | None) -> bool:
+    """Whether ``path`` (in the folder ``dir_fd``, if given) exists; a link counts as itself."""
     try:
         os.lstat(path, **_at(dir_fd))
     except OSError:

@@ -3,8 +3,8 @@
 The Writer: save from inside a training loop without stalling it.
 
 ``Writer.save`` validates its input and name, captures it (a capture strategy from
-``_capture``), queues one task per image and returns. Worker threads encode and write each
-image through a sink (``sinks``: atomic local files or fsspec). ``_admission`` bounds the
+``_capture``), queues one task per image and returns. Worker threads (``_workers``) encode
+and write each image through a sink (``sinks``: atomic local files or fsspec). ``_admission`` bounds the
 memory that queued work holds and counts every image's fate. Errors from workers are raised
 in the caller at the next ``save``, ``flush`` or ``close``; ``close`` runs at interpreter exit.
 ``Writer.add_frame`` captures and counts frames the same way; ``_frames`` streams them into
@@ -17,16 +17,13 @@ import atexit
 import contextlib
 import os
 import sys
-import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Unpack, final
 
 from ._admission import Admission, OnFull, WriterStats
-from ._capture import BufferPool, DeviceJob, Job, capture, capture_size
+from ._capture import BufferPool, Job, capture_size
 from ._encode import prepare_for
 from ._frames import Animations, prepare_frame
 from ._names import path_text, writer_names
@@ -43,9 +40,9 @@ from ._options import (
     parse_png_options,
     takes_options,
 )
-from ._pipeline import default_workers, yield_to_caller
+from ._pipeline import default_workers
+from ._workers import Workers
 from .arrays import current_rank
-from .convert import warn_nans
 from .errors import ForkedWriterError, OptionError, TensorPNGError
 from .palettes import PaletteSpec
 from .sinks import Sink, open_sink
@@ -143,11 +140,8 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         self._admission = Admission(max_pending or DEFAULT_MAX_PENDING, on_full)
         self._buffers = BufferPool(min(self._admission.max_pending, MAX_IDLE_BUFFER_BYTES))
         self._pid = os.getpid()  # a forked child inherits this Writer but not its threads
-        self._pool = ThreadPoolExecutor(
-            workers or default_workers(), thread_name_prefix="tensorpng-writer", initializer=yield_to_caller
-        )
-        self._filter_lock = threading.Lock()
-        self._animations = Animations(self._admission, self._filter_lock)
+        self._workers = Workers(self._sink, self._admission, self._buffers, workers or default_workers())
+        self._animations = Animations(self._admission, self._workers.filter_lock)
         self._closed = False
         atexit.register(self._close_at_exit)
         _LIVE_WRITERS.add(self)
@@ -224,7 +218,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
             self._sink.check_absent(names)
         self._enqueue(
             Job(batch, names, png_options, overwrite_files, capture_size(batch), count),
-            lambda job: self._queue(job, device_encoder, batch.on_device),
+            lambda job: self._workers.queue(job, device_encoder, batch.on_device),
         )
 
     @takes_options(WriterKeywords, dict.fromkeys(OPTIONS, DEFAULT))
@@ -276,7 +270,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         self._enqueue(
             Job(batch, [target], png_options, overwrite_file, capture_size(batch), 1),
             lambda job: self._animations.queue(
-                animation, self._capture(job, False, batch.on_device), self._pool
+                animation, self._workers.capture(job, False, batch.on_device), self._workers.pool
             ),
         )
 
@@ -322,7 +316,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
             self._admission.wait_idle()
         finally:
             self._closed = True
-            self._pool.shutdown(wait=True)
+            self._workers.shutdown()
             self._animations.finish_all()  # every frame is in its file now
             self._buffers.clear()
             atexit.unregister(self._close_at_exit)
@@ -346,53 +340,6 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
             self.close()
         except TensorPNGError as error:
             print(f"tensorpng.Writer({self.root!r}) at exit: {error}", file=sys.stderr)
-
-    def _capture(self, job: Job, device_encoder: bool, on_device: bool) -> Job:
-        """``job`` captured by its strategy (cancelled if that raises)."""
-        try:
-            return capture(job, self._buffers, device_encoder=device_encoder, on_device=on_device)
-        except BaseException:
-            self._admission.cancel(job, job.remaining)
-            raise
-
-    def _queue(self, job: Job, device_encoder: bool, on_device: bool) -> None:
-        """Capture ``job`` with its strategy and queue a task per image."""
-        captured = self._capture(job, device_encoder, on_device)
-        if isinstance(captured, DeviceJob):
-            self._pool.submit(self._encode_on_device, captured)
-            return
-        submitted = 0
-        try:
-            for index in range(len(captured.names)):
-                self._pool.submit(self._run, captured, index)
-                submitted += 1
-        finally:
-            if submitted < len(captured.names):  # interrupted (KeyboardInterrupt): never to run
-                self._admission.cancel(captured, len(captured.names) - submitted)
-
-    def _encode_on_device(self, job: DeviceJob) -> None:
-        """Worker: encode a whole batch with the torch encoder, then write its files."""
-        try:
-            job.encode_all()
-        except BaseException as error:
-            self._admission.finish(job, job.remaining, error, 0, (0.0, 0.0))
-            return
-        for index in range(len(job.names)):  # here: a pool shutting down takes no new tasks
-            self._run(job, index)
-
-    def _run(self, job: Job, index: int) -> None:
-        """Worker: encode image ``index`` of ``job`` and write it."""
-        written, error = 0, None
-        start = middle = time.perf_counter()
-        try:
-            data, nans = job.encoded(index, self._filter_lock)
-            warn_nans(nans, job.batch.source.description)
-            middle = time.perf_counter()
-            written = self._sink.write(job.names[index], data, job.overwrite)
-        except BaseException as caught:
-            error = caught
-        end = time.perf_counter()
-        self._admission.finish(job, 1, error, written, (middle - start, end - middle))
 
 
 def _parse(options: dict[str, Any]) -> tuple[ImageOptions, PNGOptions, bool]:
