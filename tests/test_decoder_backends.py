@@ -72,9 +72,15 @@ def test_each_backend_alone_gives_imagecodecs_forms(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TENSORPNG_DECODER", backend)
-    for name, data in cases().items():
+    assert_loads_as_imagecodecs(cases(), tmp_path)
+
+
+def assert_loads_as_imagecodecs(files: dict[str, bytes], folder: Path, dtype: type | None = None) -> None:
+    """``load`` of each file gives imagecodecs' array (and ``dtype``, where given)."""
+    for name, data in files.items():
         expected = np.asarray(imagecodecs.png_decode(data))
-        path = tmp_path / f"{name}.png"
+        assert dtype is None or expected.dtype == dtype, name
+        path = folder / f"{name}.png"
         path.write_bytes(data)
         loaded = tensorpng.load(path)
         assert loaded.dtype == expected.dtype and loaded.shape == expected.shape, (name, loaded.shape)
@@ -135,14 +141,7 @@ def test_each_backend_alone_reads_sixteen_bit_colour(
 ) -> None:
     """Pillow reads 16-bit colour as 8-bit; load still gives every sample whole."""
     monkeypatch.setenv("TENSORPNG_DECODER", backend)
-    for name, data in sixteen_bit_colour().items():
-        expected = np.asarray(imagecodecs.png_decode(data))
-        assert expected.dtype == np.uint16
-        path = tmp_path / f"{name}.png"
-        path.write_bytes(data)
-        loaded = tensorpng.load(path)
-        assert loaded.dtype == expected.dtype and loaded.shape == expected.shape, (name, loaded.shape)
-        np.testing.assert_array_equal(loaded, expected, err_msg=name)
+    assert_loads_as_imagecodecs(sixteen_bit_colour(), tmp_path, np.uint16)
 
 
 def test_a_missing_decoder_is_skipped_with_its_install_hint(
