@@ -64,7 +64,13 @@ def text_chunk(key: str, value: str, threshold: int = TEXT_COMPRESS_THRESHOLD) -
     try:
         raw, latin = value.encode("latin-1"), True
     except UnicodeEncodeError:
-        raw, latin = value.encode("utf-8"), False
+        try:
+            raw, latin = value.encode("utf-8"), False
+        except UnicodeEncodeError as error:  # a lone surrogate: no UTF-8 for it
+            raise OptionError(
+                f"PNG text value for key {key!r} holds {value[error.start : error.end]!r} at "
+                f"{error.start}, which is not a character (a lone surrogate); fix the string"
+            ) from None
     if len(raw) > MAX_TEXT_CHUNK:
         raise OptionError(
             f"PNG text value for key {key!r} has {len(raw):,} bytes; readers refuse more than "

@@ -22,9 +22,11 @@ gray + alpha, ``value_range`` may be a list, and ``metadata`` adds text chunks.
 from __future__ import annotations
 
 import io
+import math
+import operator
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO, Literal, TypedDict, Unpack
+from typing import Any, BinaryIO, Literal, NamedTuple, TypedDict, Unpack
 
 import numpy as np
 
@@ -90,44 +92,90 @@ def _as_nchw(tensor: Any) -> tuple[Any, bool]:
     return batch, is_torch
 
 
-def _check_grid_options(
-    nrow: int, padding: int, pad_value: float, value_range: Any
-) -> tuple[float, float] | None:
-    if not isinstance(nrow, int) or isinstance(nrow, bool) or nrow < 1:
-        raise OptionError(f"nrow must be an integer >= 1, got {nrow!r}")
-    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
-        raise OptionError(f"padding must be an integer >= 0, got {padding!r}")
-    if not isinstance(pad_value, (int, float)) or isinstance(pad_value, bool):
-        raise OptionError(f"pad_value must be a number (1.0 is white for float images), got {pad_value!r}")
+def _check_pad_fits(pad_value: float, dtype: Any, is_torch: bool) -> None:
+    """An integer grid's padding value must be one of its samples (torch would raise)."""
+    kind = np.dtype(str(dtype).removeprefix("torch.")).kind if is_torch and "float" not in str(dtype) else ""
+    if not is_torch:
+        kind = np.dtype(dtype).kind
+    info = np.iinfo(str(dtype).removeprefix("torch.")) if kind in ("i", "u") else None
+    if info is not None and not info.min <= pad_value <= info.max:
+        raise OptionError(
+            f"pad_value={pad_value!r} is outside {dtype}'s range {info.min}..{info.max}: "
+            "for integer images it is a sample value"
+        )
+
+
+class _GridOptions(NamedTuple):
+    nrow: int
+    padding: int
+    pad_value: float
+    value_range: tuple[float, float, float] | None  # low, high and high - low
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int: Python, NumPy or 0-d torch integers (torchvision takes them all)."""
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def _real(name: str, value: Any, hint: str = "") -> float:
+    """``value`` as a float: a Python, NumPy or 0-d torch number, finite."""
+    ok = not isinstance(value, (bool, str, bytes)) and getattr(value, "ndim", 0) == 0
+    try:
+        number = float(value) if ok else math.nan
+    except (TypeError, ValueError, RuntimeError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise OptionError(f"{name} must be a finite number{hint}, got {value!r}")
+    return number
+
+
+def _check_grid_options(nrow: Any, padding: Any, pad_value: Any, value_range: Any) -> _GridOptions:
+    nrow, padding = _integer("nrow", nrow, 1), _integer("padding", padding, 0)
+    pad = _real("pad_value", pad_value, " (1.0 is white for float images)")
     if value_range is None:
-        return None
-    if not isinstance(value_range, Sequence) or len(value_range) != 2:
+        return _GridOptions(nrow, padding, pad, None)
+    if not isinstance(value_range, Sequence) or isinstance(value_range, str) or len(value_range) != 2:
         raise OptionError(f"value_range must be a pair (min, max), got {value_range!r}")
-    low, high = value_range
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise OptionError(f"value_range must hold two numbers, got {value_range!r}")
-    return low, high  # kept as given: torchvision's arithmetic uses them as Python numbers
+    low_given, high_given = value_range
+    low, high = (_real("value_range", v, " pair (min, max)") for v in value_range)
+    # torchvision subtracts the values as given: tensors (x.min(), x.max()) in their own dtype
+    span = high - low
+    if any(hasattr(v, "item") for v in value_range):
+        span = _real("value_range", high_given - low_given)
+    return _GridOptions(nrow, padding, pad, (low, high, span))
 
 
 def _is_float(batch: Any, is_torch: bool) -> bool:
     return bool(batch.is_floating_point()) if is_torch else batch.dtype.kind == "f"
 
 
-def _normalized(batch: Any, is_torch: bool, value_range: tuple[float, float] | None, scale_each: bool) -> Any:
+def _normalized(
+    batch: Any, is_torch: bool, value_range: tuple[float, float, float] | None, scale_each: bool
+) -> Any:
     """torchvision's ``normalize=True``: clamp, subtract lo, divide by ``max(hi - lo, 1e-5)``."""
     if not _is_float(batch, is_torch):  # torchvision raises on integers; they are normalized in float32
         batch = batch.to(torch_module().float32) if is_torch else batch.astype(np.float32)
     out = batch.clone() if is_torch else batch.copy()
     for part in out if scale_each else (out,):
-        low, high = value_range if value_range is not None else (float(part.min()), float(part.max()))
+        if value_range is None:
+            low, high = float(part.min()), float(part.max())
+            span = high - low
+        else:
+            low, high, span = value_range
         if is_torch:
             part.clamp_(min=low, max=high)
-            part.sub_(low).div_(max(high - low, _NORMALIZE_EPSILON))
+            part.sub_(low).div_(max(span, _NORMALIZE_EPSILON))
         else:
             kind = part.dtype.type  # the arithmetic stays in the input's dtype, as in torch
             np.clip(part, kind(low), kind(high), out=part)
             part -= kind(low)
-            part /= kind(max(high - low, _NORMALIZE_EPSILON))
+            part /= kind(max(span, _NORMALIZE_EPSILON))
     return out
 
 
@@ -183,19 +231,20 @@ def make_grid(
         ``C x H' x W'`` of the input's dtype (``C x H x W`` unpadded for a batch of one): a
         torch tensor on the input's device, or a NumPy array for NumPy input.
     """
-    low_high = _check_grid_options(nrow, padding, pad_value, value_range)
+    nrow, padding, pad_value, low_high = _check_grid_options(nrow, padding, pad_value, value_range)
     batch, is_torch = _as_nchw(tensor)
     if batch.shape[1] == 1:
         wide = (batch.shape[0], 3, *batch.shape[2:])
         batch = batch.expand(*wide) if is_torch else np.broadcast_to(batch, wide)
-    if normalize:
-        batch = _normalized(batch, is_torch, low_high, scale_each)
+    if normalize is True:  # torchvision's test: a truthy non-True value does not normalize
+        batch = _normalized(batch, is_torch, low_high, scale_each is True)
     count, channels, height, width = batch.shape
     if count == 1:
         return batch[0].clone() if is_torch else batch[0].copy()
     itemsize = batch.element_size() if is_torch else batch.itemsize
     grid_height, grid_width = grid_shape(count, height, width, nrow, padding, channels * itemsize)
     shape = (channels, grid_height, grid_width)
+    _check_pad_fits(pad_value, batch.dtype, is_torch)
     try:
         grid = batch.new_full(shape, pad_value) if is_torch else np.full(shape, pad_value, dtype=batch.dtype)
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises RuntimeError
@@ -298,16 +347,13 @@ def grid_samples(tensor: Any, **options: Unpack[GridSampleKeywords]) -> np.ndarr
 
 def _grid_samples(tensor: Any, options: Mapping[str, Any]) -> np.ndarray:
     """:func:`grid_samples` with every option of ``options`` given (others are ignored)."""
-    nrow, padding, pad_value, bits = (
-        options["nrow"],
-        options["padding"],
-        options["pad_value"],
-        options["bits"],
-    )
-    normalize, scale_each = options["normalize"], options["scale_each"]
-    if bits not in (8, 16):
+    bits = options["bits"]
+    normalize, scale_each = options["normalize"] is True, options["scale_each"] is True  # as torchvision
+    if bits not in (8, 16) or isinstance(bits, bool):
         raise OptionError(f"bits must be 8 or 16, got {bits!r}")
-    low_high = _check_grid_options(nrow, padding, pad_value, options["value_range"])
+    nrow, padding, pad_value, low_high = _check_grid_options(
+        options["nrow"], options["padding"], options["pad_value"], options["value_range"]
+    )
     batch, is_torch = _as_nchw(tensor)
     if is_torch and batch.device.type == "cpu" and str(batch.dtype) in _NUMPY_EXACT:
         # NumPy's float32/float64 operations round as torch's do (IEEE), and run on the
@@ -373,7 +419,10 @@ def save_image(
             written as they are (bool: 0 or the maximum).
         fp: a path (``str`` or ``pathlib.Path``; written atomically) or a binary file object.
         format: ``None`` or ``"png"``: tensorpng writes PNG only.
-        nrow, padding, normalize, value_range, scale_each, pad_value: as in :func:`make_grid`.
+        nrow, padding, normalize, value_range, scale_each: as in :func:`make_grid`.
+        pad_value: the padding, on float images' 0..1 scale whatever the input's dtype
+            (1.0 is white for uint8 and bool input too; :func:`make_grid`, like torchvision's,
+            takes it as a sample of the input's dtype).
         bits: 8 (torchvision's) or 16 (``x * 65535 + 0.5``, clamped, truncated).
         compression: ``"fast"``, ``"small"`` or ``"none"`` (see :func:`tensorpng.encode`).
         metadata: text chunks to add, ``{key: text}`` (as for :func:`tensorpng.save`;

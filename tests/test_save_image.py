@@ -45,9 +45,9 @@ def reference_make_grid(
         tensor = tensor.unsqueeze(0)
     if tensor.dim() == 4 and tensor.size(1) == 1:
         tensor = torch.cat((tensor, tensor, tensor), 1)
-    if normalize:
+    if normalize is True:  # torchvision tests "is True": a truthy 1 does not normalize
         tensor = tensor.clone()
-        for part in tensor if scale_each else [tensor]:
+        for part in tensor if scale_each is True else [tensor]:
             low, high = value_range if value_range is not None else (float(part.min()), float(part.max()))
             part.clamp_(min=low, max=high)
             part.sub_(low).div_(max(high - low, 1e-5))
@@ -59,7 +59,7 @@ def reference_make_grid(
     height, width = tensor.size(2) + padding, tensor.size(3) + padding
     grid = tensor.new_full((tensor.size(1), height * rows + padding, width * columns + padding), pad_value)
     for k in range(count):
-        y, x = divmod(k, columns)
+        y, x = divmod(k, int(columns))  # torchvision: range(columns), which takes a 0-d tensor too
         grid.narrow(1, y * height + padding, height - padding).narrow(
             2, x * width + padding, width - padding
         ).copy_(tensor[k])
@@ -217,6 +217,27 @@ def test_signatures_match_torchvision() -> None:
     assert all(save[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names[3:])
 
 
+def test_every_argument_form_torchvision_takes() -> None:
+    """NumPy and 0-d torch numbers, a value_range of tensors (x.min(), x.max()), and truthy
+    flags that are not True (torchvision tests `is True`): the pixels are torchvision's."""
+    x = images((5, 3, 6, 7), torch.float32) * 3 - 1
+    forms: list[dict[str, Any]] = [
+        {"normalize": True, "value_range": (x.min(), x.max())},
+        {"normalize": True, "value_range": (x[0].min(), torch.tensor(1.5, dtype=torch.float64))},
+        {"nrow": np.int64(2), "padding": np.int32(1), "pad_value": np.float32(1)},
+        {"nrow": torch.tensor(3), "pad_value": torch.tensor(0.5)},
+        {"normalize": 1},
+        {"normalize": np.bool_(True), "scale_each": True},
+        {"normalize": True, "scale_each": 1},
+    ]
+    for options in forms:
+        np.testing.assert_array_equal(
+            grid_samples(x, **options).transpose(1, 2, 0), reference_pixels(x, **options), err_msg=str(options)
+        )
+        expected_grid = reference_make_grid(x, **options)
+        torch.testing.assert_close(tensorpng.make_grid(x, **options), expected_grid, rtol=0, atol=0)
+
+
 def test_uint8_and_bool_are_written_as_they_are() -> None:
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (2, 3, 5, 4), dtype=np.uint8)
@@ -285,6 +306,10 @@ def test_metadata_is_written() -> None:
         (torch.zeros(3, 4, 4), {"padding": -1}, OptionError),
         (torch.zeros(3, 4, 4), {"value_range": (0, 1, 2), "normalize": True}, OptionError),
         (torch.zeros(3, 4, 4), {"bits": 12}, OptionError),
+        (torch.zeros(2, 3, 4, 4), {"pad_value": float("nan")}, OptionError),
+        (torch.zeros(2, 3, 4, 4), {"pad_value": torch.ones(2)}, OptionError),
+        (torch.zeros(2, 3, 4, 4), {"nrow": 2.0}, OptionError),
+        (torch.zeros(2, 3, 4, 4), {"value_range": (0, "1"), "normalize": True}, OptionError),
     ],
 )
 def test_bad_input_raises_before_any_file_is_touched(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import tensorpng
@@ -91,6 +92,36 @@ def test_values_readers_would_refuse_are_refused(tmp_path: Path) -> None:
         tensorpng.encode(IMAGE, metadata={"k": "a\x00b"})
     with pytest.raises(tensorpng.OptionError, match="bytes"):
         tensorpng.encode(IMAGE, metadata={"k": "a" * (1 << 20 + 1)})
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (b'{"nodes": []}', "decode it first"),
+        (None, "NoneType"),
+        ({"a": 1}, "json.dumps"),
+        (["x"], "json.dumps"),
+        (True, "bool"),
+        ("a\ud800b", "lone surrogate"),
+    ],
+)
+def test_values_that_are_not_text_are_refused_not_written_as_their_repr(
+    value: object, match: str, tmp_path: Path
+) -> None:
+    for call in (
+        lambda: tensorpng.save(IMAGE, tmp_path / "v.png", metadata={"k": value}),
+        lambda: tensorpng.save_image(torch.zeros(3, 4, 4), tmp_path / "s.png", metadata={"k": value}),
+        lambda: tensorpng.Writer(tmp_path / "w").save(IMAGE, "v.png", metadata={"k": value}),
+    ):
+        with pytest.raises(tensorpng.OptionError, match=match):
+            call()
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_numbers_are_written_as_str_writes_them() -> None:
+    data = tensorpng.encode(IMAGE, metadata={"seed": 42, "cfg": 7.5})
+    texts = tensorpng.read_text(data)
+    assert (texts["seed"], texts["cfg"]) == ("42", "7.5")
 
 
 def test_read_text_reads_other_writers_and_refuses_non_pngs(tmp_path: Path) -> None:
