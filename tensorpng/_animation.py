@@ -16,6 +16,7 @@ from typing import Unpack
 import numpy as np
 
 from ._apng import AnimationStream, EncodedFrame, check_loop, frame_delay
+from ._misuse import check_range
 from ._names import path_text
 from ._options import AnimationKeywords, parse_image_options, parse_png_options, takes_options
 from .arrays import describe, is_torch_tensor
@@ -71,6 +72,7 @@ def save_animation(
             f"an animation is T frames: T x C x H x W, T x H x W x C or T x H x W; got "
             f"{batch.source.description} read as layout {batch.layout.name!r} (pass layout=)"
         )
+    check_range(batch)
     text = _texts(batch, fps, loop, metadata)
     batch = batch.to_host()
     stream = AnimationStream(

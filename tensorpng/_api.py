@@ -24,7 +24,7 @@ from ._encode import (
     host_extremes,
     prepare_for,
 )
-from ._misuse import applies, outside_share, warn_if_outside
+from ._misuse import check_range
 from ._names import parse_template, path_text
 from ._options import (
     EncodeKeywords,
@@ -122,7 +122,7 @@ def encode(x: object, **options: Unpack[EncodeKeywords]) -> bytes:
             f"encode makes one PNG but got a batch of {batch.count} ({batch.source.description}); "
             "pass grid=True, or encode x[i] for each image"
         )
-    _check_range(batch)
+    check_range(batch)
     if on_device:
         (data,), nans = encode_on_device(batch, png_options)
         warn_nans(nans, batch.source.description)
@@ -149,7 +149,7 @@ def to_array(x: object, **options: Unpack[ImageKeywords]) -> np.ndarray:
     """
     image_options = parse_image_options(options)
     batch = prepare(x, image_options)
-    _check_range(batch)
+    check_range(batch)
     batch = batch.to_host()
     if batch.writes_grid:
         result, nans, _ = batch.grid_image()
@@ -161,14 +161,6 @@ def to_array(x: object, **options: Unpack[ImageKeywords]) -> np.ndarray:
             result = result[0]
     warn_nans(nans + batch.nan_count, batch.source.description)
     return result[..., 0] if result.shape[-1] == 1 else result
-
-
-def _check_range(batch: Batch) -> None:
-    """Warn when much of a float batch falls outside its value range (see ``_misuse``);
-    a device batch is read once here (``save`` and ``encode`` wait for the device anyway)."""
-    if applies(batch.plan, batch.options.scaling):
-        share = outside_share(batch.plan, batch.images)
-        warn_if_outside(float(share), batch.options.scaling, batch.source.description)
 
 
 def write_batch(
@@ -185,7 +177,7 @@ def write_batch(
     convert and filter on this thread, deflate on every core, write from this thread."""
     if not overwrite:
         sink.check_absent(names)
-    _check_range(batch)
+    check_range(batch)
     count = len(names)
     if on_device:
         files, device_nans = encode_on_device(batch, png_options)

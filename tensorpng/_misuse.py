@@ -10,7 +10,7 @@ the call warns once when more than 10% of a strided sample of the values do.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from ._options import ScaleOptions
 from .arrays import torch_module
 from .errors import warn_user
 from .scaling import Plan
+
+if TYPE_CHECKING:  # convert (the batch) sits beside this module, not below it
+    from .convert import Batch
 
 MARGIN = 0.05  # of the range, beyond either end
 SHARE = 0.10  # of the sampled values
@@ -89,3 +92,12 @@ def warn_if_outside(share: float, options: ScaleOptions, description: str) -> No
         "or scale='image' to stretch each image to its own min and max",
         UserWarning,
     )
+
+
+def check_range(batch: Batch) -> None:
+    """Warn when much of a float batch falls outside its value range (see :data:`SHARE`); a
+    device batch is read once here (``save``, ``encode`` and ``save_animation`` wait for the
+    device anyway; the Writer checks on its own copies instead)."""
+    if applies(batch.plan, batch.options.scaling):
+        share = outside_share(batch.plan, batch.images)
+        warn_if_outside(float(share), batch.options.scaling, batch.source.description)

@@ -152,6 +152,16 @@ def path_text(path: str | os.PathLike[str]) -> str:
     return text
 
 
+# Options of other calls, which a Writer.save keyword would otherwise take for a name field.
+ELSEWHERE = {
+    **dict.fromkeys(
+        ("max_pending", "on_full", "rank_zero_only", "storage_options", "sink"), "tensorpng.Writer(...)"
+    ),
+    "workers": "tensorpng.Writer(...) and tensorpng.save",
+    **dict.fromkeys(("fps", "loop"), "Writer.add_frame"),
+}
+
+
 def writer_names(
     template: str, count: int, batched: bool, rank: int, fields: Mapping[str, Any], options: Sequence[str]
 ) -> list[str]:
@@ -160,8 +170,20 @@ def writer_names(
     template does not use and that is close to one of ``options`` is a misspelled option: say
     so rather than ignore it."""
     parsed = parse_template(template)
+    if "index" in fields:
+        raise PathError(
+            f"index is the image's position in the batch, which the Writer fills in for {template!r}; "
+            "name your field differently, e.g. sample=..."
+        )
     for key in fields:
-        close = [] if key in parsed.fields else difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+        if key in parsed.fields:
+            continue
+        if key in ELSEWHERE:
+            raise UnknownOptionError(
+                f"tensorpng.Writer.save() got {key!r}, which is neither an option of it nor a field "
+                f"of the name {template!r}: it is an option of {ELSEWHERE[key]}"
+            )
+        close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
         if close:
             raise UnknownOptionError(
                 f"tensorpng.Writer.save() got {key!r}, which is neither an option nor a field of the "

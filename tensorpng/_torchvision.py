@@ -328,8 +328,10 @@ def _convert_into(out: np.ndarray, image: Any, is_torch: bool, maximum: int, mod
     # Float to unsigned truncates, as torch's cast does. Plane by plane: ``out`` is a view of
     # interleaved pixels, and one strided cast per plane runs ~4x faster than NumPy's cast
     # of the whole C x H x W block into it (whose innermost loop is the 3 channels).
-    for plane, source in zip(out, values, strict=True):
-        plane[...] = source
+    # NaN stays NaN through the clip and casts to 0, silently as in torch (NumPy would warn).
+    with np.errstate(invalid="ignore"):
+        for plane, source in zip(out, values, strict=True):
+            plane[...] = source
 
 
 @takes_options(GridSampleKeywords, TORCHVISION_DEFAULTS)

@@ -12,6 +12,7 @@ from ._admission import Admission
 from ._capture import BufferPool, DeviceJob, Job, capture
 from ._pipeline import yield_to_caller
 from .convert import warn_nans
+from .errors import PendingWarnings, defer_warnings
 from .sinks import Sink
 
 
@@ -20,10 +21,17 @@ class Workers:
 
     def __init__(self, sink: Sink, admission: Admission, buffers: BufferPool, count: int) -> None:
         self.sink, self.admission, self.buffers = sink, admission, buffers
+        # Warnings noticed on a worker (NaNs, values out of range) wait in pending_warnings
+        # for the caller's next save, flush or close, which issues them at its own line.
+        self.pending_warnings: PendingWarnings = []
         self.pool = ThreadPoolExecutor(
-            count, thread_name_prefix="tensorpng-writer", initializer=yield_to_caller
+            count, thread_name_prefix="tensorpng-writer", initializer=self._start_thread
         )
         self.filter_lock = threading.Lock()  # filtering holds the GIL: one worker at a time
+
+    def _start_thread(self) -> None:
+        yield_to_caller()
+        defer_warnings(self.pending_warnings)
 
     def shutdown(self) -> None:
         """Wait for the queued tasks, then stop the threads."""

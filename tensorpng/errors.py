@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import warnings
 
 
@@ -84,9 +85,31 @@ class MissingFileError(ReadError, FileNotFoundError):
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
+PendingWarnings = list[tuple[str, type[Warning]]]
+_thread = threading.local()
+
+
+def defer_warnings(pending: PendingWarnings) -> None:
+    """From now on, this thread's :func:`warn_user` warnings go to ``pending`` (a worker
+    thread has no caller's line to point at); :func:`replay_warnings` issues them later, on
+    the caller's thread."""
+    _thread.pending = pending
+
+
+def replay_warnings(pending: PendingWarnings) -> None:
+    """Issue the deferred warnings, at the caller's line."""
+    while pending:
+        message, category = pending.pop(0)
+        warn_user(message, category)
+
+
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` pointing at the caller's line, outside tensorpng (not at the library
     frame that noticed the problem), whatever the depth of the call."""
+    pending: PendingWarnings | None = getattr(_thread, "pending", None)
+    if pending is not None:
+        pending.append((message, category))
+        return
     level = 2  # 1 is this function; 2 its caller, the first frame looked at
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):

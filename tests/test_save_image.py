@@ -11,6 +11,7 @@ import inspect
 import io
 import itertools
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -232,10 +233,22 @@ def test_every_argument_form_torchvision_takes() -> None:
     ]
     for options in forms:
         np.testing.assert_array_equal(
-            grid_samples(x, **options).transpose(1, 2, 0), reference_pixels(x, **options), err_msg=str(options)
+            grid_samples(x, **options).transpose(1, 2, 0),
+            reference_pixels(x, **options),
+            err_msg=str(options),
         )
         expected_grid = reference_make_grid(x, **options)
         torch.testing.assert_close(tensorpng.make_grid(x, **options), expected_grid, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("numpy_input", [False, True])
+def test_nan_and_inf_give_torchvisions_pixels_silently(numpy_input: bool) -> None:
+    x = images((2, 3, 6, 5), torch.float32)
+    x[0, 0, 0, 0], x[1, 1, 1, 1], x[1, 2, 2, 2] = float("nan"), float("inf"), -float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torchvision is silent: so is save_image
+        samples = grid_samples(x.numpy() if numpy_input else x)
+    np.testing.assert_array_equal(samples.transpose(1, 2, 0), reference_pixels(x))
 
 
 def test_uint8_and_bool_are_written_as_they_are() -> None:

@@ -35,6 +35,32 @@ def test_writer_save_catches_a_misspelled_option_among_the_fields(tmp_path: Path
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("keywords", "match"),
+    [
+        ({"workers": 2}, r"option of tensorpng.Writer\(...\) and tensorpng.save"),
+        ({"on_full": "drop"}, r"option of tensorpng.Writer\(...\)"),
+        ({"max_pending": 1}, r"option of tensorpng.Writer\(...\)"),
+        ({"fps": 5}, "option of Writer.add_frame"),
+    ],
+)
+def test_writer_save_refuses_options_of_other_calls(tmp_path: Path, keywords: dict, match: str) -> None:
+    """Not taken silently as name fields that the name does not use."""
+    with tensorpng.Writer(tmp_path) as writer, pytest.raises(UnknownOptionError, match=match):
+        writer.save(np.zeros((4, 4), np.float32), "a{index}.png", **keywords)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_callers_index_is_refused_not_overwritten(tmp_path: Path) -> None:
+    with tensorpng.Writer(tmp_path) as writer:
+        with pytest.raises(tensorpng.PathError, match="position in the batch"):
+            writer.save(np.zeros((4, 4), np.float32), "c{index}.png", index=5)
+        with pytest.raises(tensorpng.PathError, match="position in the batch"):
+            writer.add_frame(np.zeros((4, 4), np.float32), "c{index}.png", fields={"index": 5})
+        writer.save(np.zeros((4, 4), np.float32), "w{workers}.png", workers=3)  # a field it uses: fine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w3.png"]
+
+
 def test_positional_options_are_refused_with_a_hint() -> None:
     with pytest.raises(UnknownOptionError, match="by keyword"):
         tensorpng.encode(np.zeros((4, 4)), "HW")  # type: ignore[misc]
@@ -116,6 +142,17 @@ def test_the_two_common_mistakes_warn_once(values: np.ndarray, options: dict[str
     assert record[0].filename == __file__  # points at the caller's line
 
 
+def test_save_animation_warns_once_like_save(tmp_path: Path) -> None:
+    frames = torch.rand(4, 3, 16, 16) * 255  # 0..255 floats: the common mistake
+    with pytest.warns(UserWarning, match="value_range=\\(0, 255\\)") as record:
+        tensorpng.save_animation(frames, tmp_path / "a.png")
+    assert len([w for w in record if issubclass(w.category, UserWarning)]) == 1
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensorpng.save_animation(frames, tmp_path / "b.png", value_range=(0, 255))
+
+
 def test_float_slivers_above_one_do_not_warn() -> None:
     image = np.random.default_rng(2).random((32, 32, 3)).astype(np.float32)
     image[::3] = np.float32(1.0000001)
@@ -128,6 +165,17 @@ def test_float_slivers_above_one_do_not_warn() -> None:
 def test_the_writer_warns_from_its_workers_for_device_style_inputs(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="value_range"), tensorpng.Writer(tmp_path) as writer:
         writer.save(torch.rand(2, 3, 16, 16) * 255, "{index}.png")
+
+
+@pytest.mark.parametrize(
+    "x", [np.full((2, 4, 4), np.nan, np.float32), torch.full((2, 3, 4, 4), float("nan"))]
+)
+def test_warnings_from_the_writers_workers_point_at_the_callers_line(tmp_path: Path, x: object) -> None:
+    """Noticed on a worker thread, issued at the caller's next call (here flush), at its line."""
+    with tensorpng.Writer(tmp_path) as writer, pytest.warns(RuntimeWarning, match="NaN") as record:
+        writer.save(x, "{index}.png")
+        writer.flush()
+    assert {w.filename for w in record} == {__file__}
 
 
 def test_save_to_an_fsspec_url(tmp_path: Path) -> None:
