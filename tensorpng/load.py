@@ -17,7 +17,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -37,11 +37,12 @@ from .metadata import METADATA_KEY, MappingRecord, RecordError
 _TABLE_BLOCK = 1 << 12  # colours per step of the nearest-colour search (4096 x 256 distances)
 
 
-def read_text(source: str | os.PathLike[str] | bytes) -> dict[str, str]:
+def read_text(source: Source) -> dict[str, str]:
     """Every text entry of a PNG: ``tEXt``, ``zTXt`` and ``iTXt``, as key -> value.
 
     Args:
-        source: a path, or the bytes of a PNG file.
+        source: a path, the bytes of a PNG file (``bytes``, ``bytearray``, ``memoryview``), or
+            a binary file object (read to its end).
 
     Returns:
         The keys and values in file order (a later chunk with the same key wins). Compressed
@@ -53,17 +54,38 @@ def read_text(source: str | os.PathLike[str] | bytes) -> dict[str, str]:
             or text past the limits.
         MissingFileError, ReadError: as for :func:`load`.
     """
-    data = source if isinstance(source, bytes) else _read(source)
+    data, _ = _read(source)
     return read_texts(read_container(data).texts)
 
 
-def _read(path: str | os.PathLike[str]) -> bytes:
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+
+
+def _read(source: Source) -> tuple[bytes, str]:
+    """The bytes of a path, bytes-like object or binary file object, and a label for messages
+    (never the bytes themselves: a message holding a whole file helps no one)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return data, f"<{len(data):,} bytes>"
+    if hasattr(source, "read"):
+        label = str(getattr(source, "name", f"<{type(source).__name__}>"))
+        try:
+            data = source.read()
+        except (OSError, ValueError) as error:  # ValueError: a closed file
+            raise ReadError(f"cannot read {label}: {error}") from error
+        if not isinstance(data, bytes):
+            raise ReadError(
+                f"cannot read {label}: open it in binary mode ('rb'), it gave {type(data).__name__}"
+            )
+        return data, label
+    if not isinstance(source, (str, os.PathLike)):
+        raise ReadError(f"expected a path, PNG bytes or a binary file object, got {type(source).__name__}")
     try:
-        return Path(path).read_bytes()
+        return Path(source).read_bytes(), os.fspath(source)
     except FileNotFoundError as error:
-        raise MissingFileError(error.errno, f"no file {path}", str(path)) from None
-    except (OSError, TypeError, ValueError) as error:  # TypeError/ValueError: not a path
-        raise ReadError(f"cannot read {path!r}: {error}") from error
+        raise MissingFileError(error.errno, f"no file {source}", str(source)) from None
+    except (OSError, TypeError, ValueError) as error:  # ValueError: a NUL in the path
+        raise ReadError(f"cannot read {source!r}: {error}") from error
 
 
 def _table_positions(image: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -171,7 +193,7 @@ def _ignored(path: object, reason: str) -> None:
 
 
 def load(
-    path: str | os.PathLike[str],
+    path: Source,
     *,
     as_tensor: bool | None = None,
     max_pixels: int | None = MAX_IMAGE_PIXELS,
@@ -184,7 +206,8 @@ def load(
     declared image size. The result does not depend on which decoder is installed.
 
     Args:
-        path: a PNG file written by tensorpng or anything else.
+        path: a PNG file written by tensorpng or anything else: a path, its bytes
+            (``bytes``, ``bytearray``, ``memoryview``) or a binary file object.
         as_tensor: ``True``: a ``torch.Tensor``; ``False``: a ``numpy.ndarray``; ``None``
             (default): a tensor when the file was saved from a torch tensor and torch is
             already imported, else an array.
@@ -216,17 +239,17 @@ def load(
     check_max_pixels(max_pixels)
     if not isinstance(as_tensor, (bool, type(None))):
         raise OptionError(f"as_tensor must be True, False or None, got {as_tensor!r}")
-    data = _read(path)
+    data, label = _read(path)
     container = read_container(data)
     header = container.header
-    check_pixels(path, header.width, header.height, max_pixels)
+    check_pixels(label, header.width, header.height, max_pixels)
     inflate_image_data(container)
-    entry = _record(container, path)
+    entry = _record(container, label)
     try:
         samples = decode(container, indices=entry is not None and entry.mapping == "palette")
     except MemoryError:
-        raise DecodeError(f"{path} is too large to decode in the memory available") from None
-    values, torch_wanted = _values(samples, entry, as_tensor, path)
+        raise DecodeError(f"{label} is too large to decode in the memory available") from None
+    values, torch_wanted = _values(samples, entry, as_tensor, label)
     if not torch_wanted:
         return values
     try:

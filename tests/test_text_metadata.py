@@ -3,6 +3,7 @@ compressed from 1 KiB on, read back exactly by Pillow and by tensorpng.read_text
 
 from __future__ import annotations
 
+import io
 import json
 import zlib
 from pathlib import Path
@@ -150,3 +151,23 @@ def test_read_text_limits_compressed_text() -> None:
     forged = data[:end] + chunk(b"zTXt", b"bomb\x00\x00" + bomb) + data[end:]
     with pytest.raises(tensorpng.DecodeError, match="more than 1,048,576 bytes"):
         tensorpng.read_text(forged)
+
+
+def test_every_source_form_reads_alike(tmp_path: Path) -> None:
+    """A path, bytes, bytearray, memoryview or binary file object: the same text and pixels;
+    a message never holds the file's bytes."""
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    data = tensorpng.encode(image, metadata={"k": "v"})
+    path = tmp_path / "f.png"
+    path.write_bytes(data)
+    for source in (path, str(path), data, bytearray(data), memoryview(data), io.BytesIO(data)):
+        assert tensorpng.read_text(source)["k"] == "v", type(source)
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        np.testing.assert_array_equal(tensorpng.load(source, as_tensor=False), image)
+    for bad, match in ((12, "got int"), (io.StringIO("x"), "binary mode")):
+        with pytest.raises(tensorpng.ReadError, match=match):
+            tensorpng.load(bad)  # type: ignore[arg-type]
+    with pytest.raises(tensorpng.DecodeError) as info:
+        tensorpng.load(b"\x89PNG\r\n\x1a\n" + b"x" * 5000)
+    assert len(str(info.value)) < 300  # names the damage, not the bytes
