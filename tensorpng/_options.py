@@ -199,7 +199,7 @@ def _checked(function: Function, keywords: type | None, table: Mapping[str, Any]
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not kwargs.keys() <= names:
-            raise unknown_option(f"tensorpng.{label}", kwargs.keys() - names, options)
+            raise unknown_option(f"tensorpng.{label}", kwargs.keys() - names, options or names)
         if len(args) > positional:
             raise UnknownOptionError(
                 f"tensorpng.{label}() takes {positional} positional argument(s) but got {len(args)}; "

@@ -33,7 +33,7 @@ import numpy as np
 from . import _parallel_deflate
 from ._api import encode
 from ._names import path_text
-from ._options import takes_options
+from ._options import checked_keywords, takes_options
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
 from .grid import allocation_failed, fill_padding, grid_shape, tile_origin
@@ -205,6 +205,7 @@ TORCHVISION_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 
+@checked_keywords
 def make_grid(
     tensor: Any,
     nrow: int = 8,

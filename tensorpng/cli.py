@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def info() -> int:
     """Print the version, the CPU encoder and deflate back ends in use, and why."""
-    from . import __version__, _cpu_codec
+    from . import _cpu_codec
+    from ._version import __version__
 
     print(f"tensorpng {__version__}")
     for line in _cpu_codec.describe():

@@ -36,8 +36,10 @@ def runtime_imports(path: Path) -> set[str]:
             self.generic_visit(node)
 
         def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-            if node.level == 1:
-                found.update([node.module.split(".")[0]] if node.module else (a.name for a in node.names))
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:  # from . import x: module x, or a name of the package itself
+                found.update(a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__" for a in node.names)
 
     Visitor().visit(ast.parse(path.read_text(encoding="utf-8")))
     return {name for name in found if (PACKAGE / f"{name}.py").exists()}
@@ -67,7 +69,7 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     module.write_text(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from .writer import Writer\n"
-        "def f():\n    from .convert import prepare\n    from . import png\n",
+        "def f():\n    from .convert import prepare\n    from . import png, __version__\n",
         encoding="utf-8",
     )
-    assert runtime_imports(module) == {"convert", "png"}
+    assert runtime_imports(module) == {"convert", "png", "__init__"}

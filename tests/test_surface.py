@@ -21,6 +21,9 @@ from tensorpng import OptionError, PathError, ShapeError, TensorPNGError, Unknow
         (lambda: tensorpng.encode(np.zeros((4, 4)), value_rnage=(0, 1)), "tensorpng.encode"),
         (lambda: tensorpng.to_array(np.zeros((4, 4)), lay_out="HW"), "tensorpng.to_array"),
         (lambda: tensorpng.Writer("w", meen=0.5), "tensorpng.Writer"),
+        (lambda: tensorpng.make_grid(np.zeros((2, 3, 4, 4)), nrwo=2), "tensorpng.make_grid"),
+        (lambda: tensorpng.save_image(np.zeros((3, 4, 4)), "a.png", paddin=1), "tensorpng.save_image"),
+        (lambda: tensorpng.save_animation(np.zeros((2, 4, 4)), "a.png", fsp=3), "tensorpng.save_animation"),
     ],
 )
 def test_a_misspelled_option_names_the_function_and_the_closest_option(call: object, name: str) -> None:
