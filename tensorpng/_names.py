@@ -146,7 +146,10 @@ def path_text(path: str | os.PathLike[str]) -> str:
     except TypeError:
         text = path  # type: ignore[assignment]
     if not isinstance(text, str):
-        raise PathError(f"path must be a str or os.PathLike[str], got {path!r}")
+        hint = ""
+        if callable(getattr(path, "write", None)):  # a file object: the bytes are what they want
+            hint = "; for a file object, write tensorpng.encode(x) to it"
+        raise PathError(f"path must be a str or os.PathLike[str], got {type(path).__name__}{hint}")
     if "\x00" in text:
         raise PathError(f"path {text!r} contains a NUL character; no file name may")
     return text

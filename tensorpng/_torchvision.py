@@ -260,15 +260,17 @@ def _target(fp: Any, format: str | None) -> None:
     """Raise before any work unless ``fp``/``format`` ask for a PNG we can write."""
     if format is not None and (not isinstance(format, str) or format.lower() != "png"):
         raise OptionError(f"tensorpng.save_image writes PNG only, got format={format!r}")
-    if isinstance(fp, (str, os.PathLike)):
-        text = path_text(fp)
+    name = getattr(fp, "name", None)  # a file object's name: a wrong suffix is as wrong there
+    if isinstance(fp, (str, os.PathLike)) or isinstance(name, str):
+        text = path_text(fp) if isinstance(fp, (str, os.PathLike)) else str(name)
         suffix = os.path.splitext(text)[1].lower()
         if suffix not in ("", ".png") and format is None:
             raise OptionError(
                 f"tensorpng.save_image writes PNG only, got the path {text!r}; "
                 "name it .png (or pass format='png' to write PNG bytes under this name)"
             )
-        return
+        if isinstance(fp, (str, os.PathLike)):
+            return
     if isinstance(fp, io.TextIOBase) or not callable(getattr(fp, "write", None)):
         raise DTypeError(
             f"fp must be a path or a binary file object (opened with 'wb'), got {type(fp).__name__}"

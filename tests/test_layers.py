@@ -39,7 +39,9 @@ def runtime_imports(path: Path) -> set[str]:
             if node.level == 1 and node.module:
                 found.add(node.module.split(".")[0])
             elif node.level == 1:  # from . import x: module x, or a name of the package itself
-                found.update(a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__" for a in node.names)
+                found.update(
+                    a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__" for a in node.names
+                )
 
     Visitor().visit(ast.parse(path.read_text(encoding="utf-8")))
     return {name for name in found if (PACKAGE / f"{name}.py").exists()}

@@ -339,6 +339,10 @@ def test_wrong_targets(tmp_path: Path) -> None:
         tensorpng.save_image(torch.zeros(3, 4, 4), tmp_path / "out.jpg")
     with pytest.raises(DTypeError, match="binary file"):
         tensorpng.save_image(torch.zeros(3, 4, 4), io.StringIO())
+    with open(tmp_path / "opened.jpg", "wb") as file, pytest.raises(OptionError, match="PNG only"):
+        tensorpng.save_image(torch.zeros(3, 4, 4), file)  # a file object's name counts too
+    assert (tmp_path / "opened.jpg").read_bytes() == b""
+    (tmp_path / "opened.jpg").unlink()
     assert list(tmp_path.iterdir()) == []
     # format="png" writes PNG bytes under any name, as Pillow would.
     tensorpng.save_image(torch.zeros(3, 4, 4), tmp_path / "out.bin", "png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -52,6 +53,11 @@ def test_writer_save_refuses_options_of_other_calls(tmp_path: Path, keywords: di
     with tensorpng.Writer(tmp_path) as writer, pytest.raises(UnknownOptionError, match=match):
         writer.save(np.zeros((4, 4), np.float32), "a{index}.png", **keywords)
     assert not any(tmp_path.iterdir())
+
+
+def test_save_to_a_file_object_points_to_encode() -> None:
+    with pytest.raises(PathError, match=r"write tensorpng.encode\(x\) to it"):
+        tensorpng.save(np.zeros((4, 4)), io.BytesIO())  # type: ignore[arg-type]
 
 
 def test_a_callers_index_is_refused_not_overwritten(tmp_path: Path) -> None:
