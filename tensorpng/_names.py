@@ -133,7 +133,10 @@ def relative_name(name: str) -> str:
     if path.is_absolute() or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         raise PathError(f"file name {name!r} is absolute; names are relative to the writer's root")
     if any(part == ".." for part in path.parts):
-        raise PathError(f"file name {name!r} would resolve outside the writer's root")
+        raise PathError(
+            f"file name {name!r} would resolve outside its root folder (the Writer's root, "
+            "the CLI's -o): names stay below it"
+        )
     if not path.parts or path.name in ("", "."):
         raise PathError(f"file name {name!r} names no file")
     return str(path)

@@ -26,7 +26,7 @@ from .errors import OptionError, UnknownOptionError
 from .grid import check_grid_options
 from .layout import parse_layout
 from .metadata import METADATA_KEY
-from .palettes import PaletteSpec
+from .palettes import PaletteSpec, resolve_palette
 from .png import COMPRESSIONS
 
 Compression = Literal["fast", "small", "none"]
@@ -341,6 +341,7 @@ def parse_image_options(options: Mapping[str, Any]) -> ImageOptions:
         if scaling.bits == 16:
             raise OptionError("cmap= writes 8-bit RGB; drop bits=16 (or drop cmap= for 16-bit gray)")
     if palette is not None:
+        resolve_palette(palette, 0)  # an unknown name or malformed colours fail here, early
         if cmap is not None:
             raise OptionError("pass either cmap= (for values) or palette= (for integer labels), not both")
         if scaling.maps_values or scaling.bits == 16:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -349,7 +351,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     except TensorPNGError as error:
         parser.error(str(error))
-    return convert(args)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # restored when the block ends
+        return convert(args)
+
+
+# The library's warnings name its keywords; a command-line user needs the flags.
+_CLI_SPELLING = (
+    (r"value_range=\(([^,()]+), ([^,()]+)\)", r"--value-range \1,\2"),
+    (r"mean=/std=", "--mean/--std"),
+    (r"tensorpng\.IMAGENET_MEAN, tensorpng\.IMAGENET_STD", "--imagenet"),
+    (r"scale='(\w+)'", r"--scale \1"),
+)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """Print a warning as the CLI's own line, in the flags' spelling (no library source line)."""
+    text = str(message)
+    for library, flag in _CLI_SPELLING:
+        text = re.sub(library, flag, text)
+    print(f"tensorpng: warning: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

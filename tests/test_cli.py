@@ -337,3 +337,18 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     assert "1/1" not in piped.stderr  # not a terminal: the summary line only
     quiet = run_cli("convert", SAMPLE, "-o", tmp_path / "quiet", "--imagenet", "-q")
     assert quiet.stderr == ""
+
+
+def test_warnings_speak_the_flags_and_bad_palettes_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "x.npy"
+    np.save(source, np.linspace(0, 255, 2 * 3 * 8 * 8, dtype=np.float32).reshape(2, 3, 8, 8))
+    assert main(["convert", str(source), "-o", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "tensorpng: warning:" in err and "--value-range 0,255" in err and "--scale image" in err
+    assert "value_range=" not in err and "scale='image'" not in err
+    with pytest.raises(SystemExit) as info:  # as --cmap nope: a usage error, before any file
+        main(["convert", str(source), "-o", str(tmp_path / "p"), "--palette", "rainbow"])
+    assert info.value.code == 2 and not (tmp_path / "p").exists()
+    assert "unknown palette 'rainbow'" in capsys.readouterr().err
