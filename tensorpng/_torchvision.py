@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _parallel_deflate
 from ._api import encode
-from ._names import path_text
+from ._names import file_path
 from ._options import takes_options
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
@@ -211,7 +211,7 @@ def _target(fp: Any, format: str | None) -> None:
     if format is not None and (not isinstance(format, str) or format.lower() != "png"):
         raise OptionError(f"tensorpng.save_image writes PNG only, got format={format!r}")
     if isinstance(fp, (str, os.PathLike)):
-        text = path_text(fp)
+        text = file_path(fp)  # a path naming a folder is refused here, before any folder is made
         suffix = os.path.splitext(text)[1].lower()
         if suffix not in ("", ".png") and format is None:
             raise OptionError(
