@@ -17,7 +17,7 @@ import numpy as np
 
 from ._apng import AnimationStream, EncodedFrame, check_loop, frame_delay
 from ._misuse import check_range
-from ._names import path_text
+from ._names import file_path
 from ._options import AnimationKeywords, parse_image_options, parse_png_options, takes_options
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, prepare, warn_nans
@@ -59,7 +59,7 @@ def save_animation(
     Returns:
         The path written.
     """
-    path = path_text(path)
+    path = file_path(path, "clip.png")
     frame_delay(fps)
     check_loop(loop)
     compression, metadata = parse_png_options(options).compression, options["metadata"]

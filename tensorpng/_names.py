@@ -10,9 +10,13 @@ data. The rule for a batch:
   zero-padded to the widest index (``out.png`` -> ``out_00.png`` ... ``out_63.png``);
 - two images that would share a file are an error.
 
-Every name must end in ``.png`` (tensorpng writes PNG). Field values that come from data
-(``Writer`` and CLI fields) are sanitized: no separators, control or bidirectional-override
-characters, and no ``..``. :func:`relative_name` keeps a name inside a root.
+Every name must end in ``.png`` (tensorpng writes PNG) and name a file, not a folder (no
+trailing ``/``, ``/.`` or ``/..``). Field values that come from data (``Writer`` and CLI
+fields) are sanitized: no separators, control, bidirectional-override or lone surrogate
+characters, and no ``..``. A format spec cannot bring them back: its fill character may not
+be a separator, dot, control or bidi character, the ``c`` type is refused, and each formatted
+field is checked. :func:`relative_name` keeps a name inside a root. Every refusal is a
+:class:`PathError` raised before any file or folder is made.
 """
 
 from __future__ import annotations
@@ -32,22 +36,36 @@ import numpy as np
 from .errors import PathError, UnknownOptionError
 
 MAX_WIDTH = 64  # the widest formatted field: a wider one is a mistake, or a memory attack
+MAX_FIELD_TEXT = 255  # the longest formatted field: no file system takes a longer name part
 SUFFIX = ".png"
 _SPEC = re.compile(
-    r"(?:(?P<fill>.)?[<>=^])?[+\- ]?z?#?0?(?P<width>\d+)?[_,]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?"
+    r"(?:(?P<fill>.)?[<>=^])?[+\- ]?z?#?0?(?P<width>\d+)?[_,]?(?:\.(?P<precision>\d+))?"
+    r"(?P<type>[bcdeEfFgGnosxX%])?",
+    re.DOTALL,  # a newline fill is refused with the others below, not as "not a format spec"
 )
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Separators, C0/C1 controls, bidirectional controls and lone surrogates (which no UTF-8 name holds).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_FILL = re.compile(_UNSAFE.pattern[:-1] + r".]")  # and dots: a fill of dots makes "..".
 
 
 @dataclass(frozen=True)
 class Template:
-    """A checked name template: its text and the names of its fields."""
+    """A checked name template: its text, the names of its fields, and each field's spec."""
 
     text: str
     fields: frozenset[str]
+    specs: tuple[tuple[str, str], ...] = ()  # (field, spec) of each replacement field, in order
 
-    def names(self, count: int, batched: bool, fields: Mapping[str, Any] | None = None) -> list[str]:
-        """The name of each of ``count`` images (see the module doc for the rule)."""
+    def names(
+        self,
+        count: int,
+        batched: bool,
+        fields: Mapping[str, Any] | None = None,
+        folders: frozenset[str] = frozenset(),
+    ) -> list[str]:
+        """The name of each of ``count`` images (see the module doc for the rule). The
+        values of the ``folders`` fields may hold ``/`` between sanitized parts (the CLI's
+        ``{key}`` of a nested array is a subfolder)."""
         values = dict(fields or {})
         template = self
         if batched and count > 1 and "index" not in self.fields:
@@ -59,28 +77,103 @@ class Template:
                 f"name {self.text!r} uses unknown field(s) {sorted(missing)}; "
                 f"available: {sorted({*values, 'index'})}"
             )
+        # The index is ours (0..count-1) and its spec was checked; the other fields are
+        # formatted and checked once here, since they are the same in every name.
+        for name, spec in template.specs:
+            if name != "index":
+                _format_field(self.text, name, spec, values[name], name in folders)
         try:
             names = [template.text.format_map({**values, "index": index}) for index in range(count)]
-        except (ValueError, TypeError) as error:  # a spec that does not fit the value's type
-            raise PathError(f"cannot format name {self.text!r} with {values or 'index'}: {error}") from None
+        except (ValueError, TypeError, OverflowError) as error:  # a spec that does not fit the index
+            raise PathError(f"cannot format name {self.text!r} with index 0..{count - 1}: {error}") from None
         if len(set(names)) != len(names):
             raise PathError(f"name {self.text!r} gives two images the same file; put {{index}} in it")
         return names
 
 
-@functools.lru_cache(maxsize=256)
+def _format_field(template: str, name: str, spec: str, value: Any, folders: bool = False) -> str:
+    """``format(value, spec)``, refused unless it is a safe part of a file name: a fill or a
+    ``__format__`` must not bring back what :func:`sanitize_field` took out."""
+    field = f"{{{name}:{spec}}}" if spec else f"{{{name}}}"
+    try:
+        text = format(value, spec)
+    except (ValueError, TypeError, OverflowError) as error:  # e.g. an int of over 4300 digits
+        raise PathError(
+            f"cannot format the field {field} of name {template!r} with {name}={_describe(value)}: "
+            f"{error}; pass a value that fits the spec (or change the spec)"
+        ) from None
+    for part in text.split("/") if folders else (text,):  # ".." in a folder: relative_name refuses it
+        bad = _UNSAFE.search(part)
+        if bad:
+            raise PathError(
+                f"the field {field} of name {template!r} formats {name}={_describe(value)} as "
+                f"{text[:80]!r}, which holds {bad[0]!r} (a separator, control, bidi or lone surrogate "
+                "character); no field may: pass a plain number or text"
+            )
+        if len(part) > MAX_FIELD_TEXT:
+            raise PathError(
+                f"the field {field} of name {template!r} formats {name}={_describe(value)} as "
+                f"{len(part):,} characters, over {MAX_FIELD_TEXT}; pass a shorter value"
+            )
+    return text
+
+
+def _describe(value: Any) -> str:
+    """A short repr of ``value`` for a message (repr itself fails for an int of 4300+ digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<an int of {value.bit_length():,} bits>"
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not hide the error being reported
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_encodable(text: str, what: str) -> None:
+    """Refuse a ``text`` that the OS cannot encode (a lone surrogate such as ``"\\ud800"``);
+    ``open`` would raise a raw UnicodeEncodeError, only at write time."""
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as error:
+        raise PathError(
+            f"{what} {text[:200]!r} holds {text[error.start]!r} at position {error.start}, a lone "
+            "surrogate that no file name can hold; remove it, or decode the bytes it came from "
+            "with errors='replace'"
+        ) from None
+
+
+def _refuse_folder(text: str, what: str, example: str) -> None:
+    """Refuse a ``text`` whose last part makes it a folder (``""``, ``"."``, ``".."``): writing
+    it would make a folder, or a file where a folder was meant, or fail late in the OS."""
+    tail = re.split(r"[/\\]" if os.sep == "\\" else "/", text)[-1]
+    if tail not in ("", ".", ".."):
+        return
+    if tail == text:
+        raise PathError(f"{what} {text!r} names no file; give a file name such as {example!r}")
+    ending = text[-len(tail) - 1 :]
+    raise PathError(
+        f"{what} {text!r} names a folder (it ends in {ending!r}), not a file; add a file name, "
+        f"e.g. {os.path.join(text, example)!r}, or drop the {ending!r}"
+    )
+
+
 def parse_template(template: str) -> Template:
     """Check ``template`` (see the module doc); raises :class:`PathError` naming the problem."""
     if not isinstance(template, str):
-        raise PathError(f"a name must be a str or os.PathLike[str], got {template!r}")
+        raise PathError(f"a name must be a str or os.PathLike[str], got {_describe(template)}")
+    return _parse_template(template)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_template(template: str) -> Template:
     if "\x00" in template:  # the OS refuses it (a raw ValueError from deep inside open)
         raise PathError(f"name {template!r} contains a NUL character; no file name may")
-    if template.endswith(("/", os.sep)) or not os.path.basename(template):
-        raise PathError(f"name {template!r} names a folder; add a file name such as '{{index:04d}}.png'")
+    _check_encodable(template, "name")
+    _refuse_folder(template, "name", "{index:04d}.png")
     if not template.lower().endswith(SUFFIX):
         suffix = os.path.splitext(template)[1] or "no suffix"
         raise PathError(f"tensorpng writes PNG files, but name {template!r} has {suffix}; end it with .png")
-    fields = set()
+    fields, specs = set(), []
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as error:
@@ -103,20 +196,43 @@ def parse_template(template: str) -> Template:
             raise PathError(
                 f"name {template!r}: field {{{name}}} may have a format spec only, like {{{name}:04d}}"
             )
-        match = _SPEC.fullmatch(spec or "")
-        if match is None:
-            raise PathError(f"cannot format name template {template!r}: {spec!r} is not a format spec")
-        for part in ("width", "precision"):
-            if match[part] and int(match[part]) > MAX_WIDTH:
-                raise PathError(f"name {template!r}: the {part} in {{{name}:{spec}}} is over {MAX_WIDTH}")
+        _check_spec(template, name, spec or "")
         fields.add(name)
-    return Template(template, frozenset(fields))
+        specs.append((name, spec or ""))
+    return Template(template, frozenset(fields), tuple(specs))
+
+
+def _check_spec(template: str, name: str, spec: str) -> None:
+    """Refuse a spec that is malformed, too wide, or makes characters a name must not hold."""
+    match = _SPEC.fullmatch(spec)
+    if match is None:
+        raise PathError(f"cannot format name template {template!r}: {spec!r} is not a format spec")
+    field = f"{{{name}:{spec}}}" if len(spec) <= 20 else f"{{{name}:{spec[:17]}...}}"
+    for part in ("width", "precision"):
+        digits = (match[part] or "0").lstrip("0") or "0"
+        if len(digits) > 3 or int(digits) > MAX_WIDTH:  # the length first: int() of 4300+ digits raises
+            shown = digits if len(digits) <= 10 else f"a {len(digits):,}-digit number"
+            raise PathError(
+                f"name {template[:200]!r}: the {part} in {field} is {shown}, over {MAX_WIDTH}; "
+                f"use at most {MAX_WIDTH}, e.g. {{{name}:06d}}"
+            )
+    if match["fill"] is not None and _UNSAFE_FILL.match(match["fill"]):
+        raise PathError(
+            f"name {template!r}: the fill character {match['fill']!r} in {field!r} is a path separator, "
+            f"dot, control, bidi or surrogate character, which no file name part may hold; fill with "
+            f"another, e.g. {{{name}:0>6}} or {{{name}:_>6}}"
+        )
+    if match["type"] == "c":  # a code point: NUL, a separator, a control...
+        raise PathError(
+            f"name {template!r}: the field {field} formats a number as a character ('c'); "
+            f"use a number format such as {{{name}:d}} or {{{name}:x}}"
+        )
 
 
 def sanitize_field(value: Any) -> Any:
     """A field value safe to put in a file name: numbers as they are, anything else as text
-    with separators, control and bidirectional-override characters replaced by ``_``, at
-    most :data:`MAX_WIDTH` characters, and ``.``/``..`` refused."""
+    with separators, control, bidirectional-override and lone surrogate characters replaced
+    by ``_``, at most :data:`MAX_WIDTH` characters, and ``.``/``..`` refused."""
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return value
     text = _UNSAFE.sub("_", str(value))[:MAX_WIDTH]
@@ -155,6 +271,15 @@ def path_text(path: str | os.PathLike[str]) -> str:
         raise PathError(f"path must be a str or os.PathLike[str], got {type(path).__name__}{hint}")
     if "\x00" in text:
         raise PathError(f"path {text!r} contains a NUL character; no file name may")
+    _check_encodable(text, "path")
+    return text
+
+
+def file_path(path: str | os.PathLike[str], example: str = "out.png") -> str:
+    """:func:`path_text` of a file to write: a path naming a folder (ending in ``/``, ``/.``
+    or ``/..``) is refused before anything is made, not turned into a folder or a file."""
+    text = path_text(path)
+    _refuse_folder(text, "path", example)
     return text
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from ._decoders import MAX_IMAGE_PIXELS, check_max_pixels, check_pixels
 from ._decoders import decode_png as decode
+from ._names import file_path
 from ._png_chunks import SIGNATURE
 from .errors import DecodeError, OptionError, ShapeError, TensorPNGError, WriteError
 from .sinks import temporary_name
@@ -129,6 +130,7 @@ def pack_npz(
         The number of images packed.
     """
     check_max_pixels(max_pixels)
+    target = Path(file_path(output, "samples.npz"))  # "out/" names a folder: refused before any I/O
     root = Path(folder)
     if not root.is_dir():
         raise OptionError(f"{root} is not a folder")
@@ -155,7 +157,6 @@ def pack_npz(
         "fortran_order": False,
         "shape": (len(paths), *size, 3),
     }
-    target = Path(output)
     temp = target.with_name(temporary_name(target.name))
     target.parent.mkdir(parents=True, exist_ok=True)
     bar = _bar(progress, len(paths))
@@ -203,7 +204,8 @@ def add_command(commands: Any) -> None:
         "FID evaluator reads. All images must have one size.",
     )
     parser.add_argument("folder", type=Path, metavar="DIR")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT")
+    # str, not Path: Path("out/") drops the "/" that shows OUTPUT names a folder
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT")
     parser.add_argument("--count", type=int, help="pack exactly the first N files (error if fewer)")
     parser.add_argument("--workers", type=int, help="decoding threads (default: up to 4)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -246,7 +248,7 @@ def run_command(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     if not args.quiet:
         print(
-            f"{count} images packed into {args.output} ({args.output.stat().st_size:,} bytes) in "
+            f"{count} images packed into {args.output} ({os.path.getsize(args.output):,} bytes) in "
             f"{seconds:.2f} s ({count / seconds if seconds else 0:.0f} images/s)",
             file=sys.stderr,
         )

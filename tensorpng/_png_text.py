@@ -53,8 +53,8 @@ def text_chunk(key: str, value: str, threshold: int = TEXT_COMPRESS_THRESHOLD) -
     ``zTXt`` / compressed ``iTXt`` when the encoded value has ``threshold`` bytes or more.
 
     Raises :class:`OptionError` for an invalid key, a value with NUL (``tEXt`` and ``zTXt``
-    cannot hold one), or a value over :data:`MAX_TEXT_CHUNK` bytes, which readers
-    (this one and Pillow's) refuse to inflate.
+    cannot hold one) or a lone surrogate (UTF-8 cannot), or a value over
+    :data:`MAX_TEXT_CHUNK` bytes, which readers (this one and Pillow's) refuse to inflate.
     """
     key_bytes = _checked_key(key) if isinstance(key, str) else check_text_key(key)
     if not isinstance(value, str):
@@ -66,10 +66,11 @@ def text_chunk(key: str, value: str, threshold: int = TEXT_COMPRESS_THRESHOLD) -
     except UnicodeEncodeError:
         try:
             raw, latin = value.encode("utf-8"), False
-        except UnicodeEncodeError as error:  # a lone surrogate: no UTF-8 for it
+        except UnicodeEncodeError as error:  # a lone surrogate: no UTF-8 text holds one
             raise OptionError(
-                f"PNG text value for key {key!r} holds {value[error.start : error.end]!r} at "
-                f"{error.start}, which is not a character (a lone surrogate); fix the string"
+                f"PNG text value for key {key!r} holds {value[error.start]!r} at position {error.start}, "
+                "a lone surrogate that UTF-8 cannot encode; remove it, or decode the bytes it came "
+                "from with errors='replace'"
             ) from None
     if len(raw) > MAX_TEXT_CHUNK:
         raise OptionError(

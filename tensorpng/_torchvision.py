@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _parallel_deflate
 from ._api import encode
-from ._names import path_text
+from ._names import file_path
 from ._options import checked_keywords, takes_options
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
@@ -262,7 +262,8 @@ def _target(fp: Any, format: str | None) -> None:
         raise OptionError(f"tensorpng.save_image writes PNG only, got format={format!r}")
     name = getattr(fp, "name", None)  # a file object's name: a wrong suffix is as wrong there
     if isinstance(fp, (str, os.PathLike)) or isinstance(name, str):
-        text = path_text(fp) if isinstance(fp, (str, os.PathLike)) else str(name)
+        # a path naming a folder is refused here, before any folder is made
+        text = file_path(fp) if isinstance(fp, (str, os.PathLike)) else str(name)
         suffix = os.path.splitext(text)[1].lower()
         if suffix not in ("", ".png") and format is None:
             raise OptionError(

@@ -279,7 +279,8 @@ def convert(args: argparse.Namespace) -> int:
                 count = 1 if batch.writes_grid else batch.count
                 fields = {"key": key, "file": sanitize_field(path.stem)}
                 batched = batch.layout.batched and not batch.writes_grid
-                names = [relative_name(name) for name in template.names(count, batched, fields)]
+                names = template.names(count, batched, fields, folders=frozenset({"key"}))
+                names = [relative_name(name) for name in names]
                 paths = [args.output / name for name in names]
                 clash = next((p for p in paths if p in targets), None)
                 if clash is not None:
