@@ -327,7 +327,7 @@ class AnimationStream(AbstractContextManager["AnimationStream"]):
         )
         directory, name = os.path.split(self._target)
         # unbuffered (os.write): each frame is in the page cache once write_frame returns
-        self._file = TempFile(directory, name, dir_fd=self._dir_fd, label=str(self.path))
+        self._file = TempFile(directory, name, dir_fd=self._dir_fd, label=str(self.path), lock=True)
         placeholder = chunk(b"acTL", struct.pack(">II", 0, self.loop))  # 0 frames until finish
         self._write(b"".join([PNG_SIGNATURE, chunk(b"IHDR", header), placeholder, *self.texts]))
 

@@ -6,8 +6,10 @@ sinks); on failure the temporary file is removed. Only a process killed mid-writ
 power loss) leaves one behind. Their names are ``.NAME.tpng-TAG-N.tmp`` with a
 hexadecimal ``TAG`` of 9 or more digits (:func:`tensorpng.sinks.temporary_name`, used by
 every writer: files, APNG streams, ``pack-npz``, fsspec moves); ``clean`` removes regular
-files with such names older than ``--older-than`` seconds (default one hour, so a write in progress is never
-touched), and nothing else: no symlinks are followed, no other file is removed.
+files with such names older than ``--older-than`` seconds (default one hour) that no live
+process holds: an animation being streamed (``Writer.add_frame``, perhaps one frame an epoch)
+keeps a lock on its file until it is finished. Nothing else is removed, and no symlink is
+followed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .sinks import TEMP_NAME
+from .sinks import TEMP_NAME, in_use
 
 DEFAULT_OLDER_THAN = 3600.0
 
@@ -40,7 +42,7 @@ def stale_temporaries(
                 info = path.lstat()
             except OSError:
                 continue
-            if path.is_file() and not path.is_symlink() and info.st_mtime < deadline:
+            if path.is_file() and not path.is_symlink() and info.st_mtime < deadline and not in_use(path):
                 yield path
 
 

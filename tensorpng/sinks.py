@@ -21,9 +21,16 @@ import secrets
 import threading
 from collections.abc import Iterable
 from contextlib import suppress
+from types import ModuleType
 from typing import Any, Protocol
 
 from .errors import OptionError, TargetExistsError, WriteError
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, `clean` goes by age alone
+    fcntl = None
 
 TEMP_SUFFIX = ".tmp"
 
@@ -191,10 +198,14 @@ class TempFile:
 
     ``directory``/``name``: the target; with ``dir_fd``, ``name`` is relative to that open
     folder (openat-style, the Writer's confined writes) and ``directory`` is ignored; without
-    it, a missing ``directory`` is created. ``label`` names the target in messages.
+    it, a missing ``directory`` is created. ``label`` names the target in messages. ``lock``:
+    hold an advisory lock (``flock``) until the file is moved or removed, which
+    :func:`in_use` sees (the kernel drops it when the process dies, however it dies).
     """
 
-    def __init__(self, directory: str, name: str, *, dir_fd: int | None, label: str) -> None:
+    def __init__(
+        self, directory: str, name: str, *, dir_fd: int | None, label: str, lock: bool = False
+    ) -> None:
         temp_name = temporary_name(name)
         self.temp = temp_name if dir_fd is not None else os.path.join(directory, temp_name)
         self.target = name if dir_fd is not None else os.path.join(directory, name)
@@ -209,6 +220,8 @@ class TempFile:
                 self._descriptor = os.open(self.temp, _WRITE_FLAGS, 0o666)
         except OSError as error:
             raise WriteError(f"cannot write {label}: {_describe_os_error(error)}") from error
+        if lock and fcntl is not None:  # a long write (an animation): `clean` leaves it alone
+            fcntl.flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new (O_EXCL): never held
 
     def write(self, data: bytes | memoryview, offset: int | None = None) -> None:
         """Write all of ``data`` at the end (or at ``offset``); on failure, remove the file."""
@@ -338,3 +351,23 @@ def target_sink(path: str, storage_options: dict[str, Any] | None = None) -> tup
     head = path[: path.find("{")] if "{" in path else path
     folder = head.rsplit("/", 1)[0]
     return FsspecSink(folder, storage_options), path[len(folder) + 1 :]
+
+
+def in_use(path: str | os.PathLike[str]) -> bool:
+    """Whether a live process holds the lock of a :class:`TempFile` made with ``lock=True``
+    (False where ``flock`` does not exist)."""
+    if fcntl is None:
+        return False
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)  # also releases our own lock, if we took it
+    return False

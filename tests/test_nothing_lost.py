@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import tensorpng
 from tensorpng.cli import main
@@ -223,3 +224,31 @@ def test_clean_matches_the_temporary_names_we_write(tmp_path: Path, monkeypatch:
     temporaries = [name for name in seen if name.endswith(".tmp")]
     assert len(temporaries) == 2
     assert all(_clean.TEMP_NAME.match(name) for name in temporaries)
+
+
+def test_clean_never_removes_a_live_animations_file(tmp_path: Path) -> None:
+    """One frame an epoch: the temporary file may be hours old while its animation lives.
+    Its lock keeps `clean` off it; once its process dies, the lock goes and `clean` may act."""
+    with tensorpng.Writer(tmp_path) as writer:
+        for step in range(3):
+            writer.add_frame(np.full((8, 8), step * 40, np.uint8), "epochs.png")
+        writer.flush()
+        [temp] = [p for p in tmp_path.iterdir() if p.name.startswith(".epochs.png.tpng-")]
+        old = time.time() - 7200
+        os.utime(temp, (old, old))
+        assert main(["clean", str(tmp_path), "--older-than", "0"]) == 0
+        assert temp.exists()  # locked: left alone, whatever its age
+        writer.add_frame(np.full((8, 8), 200, np.uint8), "epochs.png")
+    with Image.open(tmp_path / "epochs.png") as image:
+        assert image.n_frames == 4
+    # A process killed mid-animation: its lock dies with it, and clean removes the file.
+    code = (
+        "import os, numpy as np, tensorpng\n"
+        f"w = tensorpng.Writer({str(tmp_path / 'killed')!r})\n"
+        "w.add_frame(np.zeros((8, 8), np.uint8), 'a.png'); w.flush()\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    [orphan] = list((tmp_path / "killed").iterdir())
+    assert main(["clean", str(tmp_path / "killed"), "--older-than", "0"]) == 0
+    assert not orphan.exists()
