@@ -33,10 +33,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -115,16 +116,30 @@ def local_root(sink: Sink) -> str:
     return sink.root or os.curdir
 
 
+class FixedOptions(NamedTuple):
+    """The options an animation's first frame sets for the file: later frames must agree."""
+
+    compression: str
+    metadata: Mapping[str, str] | None
+    record: bool
+    overwrite: bool
+
+    @classmethod
+    def of(cls, png_options: PNGOptions, overwrite: bool) -> FixedOptions:
+        return cls(png_options.compression, png_options.metadata, png_options.record, overwrite)
+
+
 class Animation:
     """One animation of a Writer: its first frame's shape and options, the stream (made at
     the first frame), the turns of its frames and its first failure."""
 
     def __init__(
-        self, name: str, root: str, first: FrameShape, fps: float, loop: int, overwrite: bool
+        self, name: str, root: str, first: FrameShape, fps: float, loop: int, fixed: FixedOptions
     ) -> None:
         self.name = name
         self.label = os.path.join(root, name)
-        self.first, self.fps, self.loop, self.overwrite = first, fps, loop, overwrite
+        self.first, self.fps, self.loop, self.fixed = first, fps, loop, fixed
+        self.overwrite = fixed.overwrite
         self.delay = frame_delay(fps)
         self.dir_fd, _ = open_parent(root, name)  # held until close: writes stay in this folder
         self.numbering = threading.Lock()  # the caller's: numbers follow the pool's order
@@ -136,7 +151,7 @@ class Animation:
         self._next = [0, 0]  # the next frame to filter, to append
         self._turns = threading.Condition()
 
-    def check(self, shape: FrameShape, fps: float | None, loop: int | None) -> None:
+    def check(self, shape: FrameShape, fps: float | None, loop: int | None, fixed: FixedOptions) -> None:
         """Raise unless a later frame fits the first (before it is queued)."""
         first = self.first
         if (shape.height, shape.width, shape.channels) != (first.height, first.width, first.channels):
@@ -161,6 +176,12 @@ class Animation:
                 f"the animation {self.name!r} has loop={self.loop!r} (set by its first frame); "
                 f"got loop={loop!r}: leave loop out after the first frame"
             )
+        for key, first_value, value in zip(FixedOptions._fields, self.fixed, fixed, strict=True):
+            if value != first_value:
+                raise OptionError(
+                    f"the animation {self.name!r} has {key}={first_value!r} (set by its first frame, "
+                    f"which the file holds once); got {key}={value!r}: pass the same for every frame"
+                )
 
     @contextmanager
     def turn(self, stage: int, number: int) -> Iterator[None]:
@@ -256,7 +277,7 @@ class Animations:
         self._lock = threading.Lock()
 
     def get(
-        self, sink: Sink, name: str, batch: Batch, fps: float | None, loop: int | None, overwrite: bool
+        self, sink: Sink, name: str, batch: Batch, fps: float | None, loop: int | None, fixed: FixedOptions
     ) -> Animation:
         """The animation at ``name``, made at its first frame; raises if ``batch`` does not fit."""
         shape = frame_shape(batch)
@@ -267,12 +288,12 @@ class Animations:
                 fps = DEFAULT_FPS if fps is None else fps
                 loop = DEFAULT_LOOP if loop is None else check_loop(loop)
                 frame_delay(fps)  # checked before any folder is made
-                if not overwrite:
+                if not fixed.overwrite:
                     sink.check_absent([name])
-                animation = Animation(name, root, shape, fps, loop, overwrite)
+                animation = Animation(name, root, shape, fps, loop, fixed)
                 self._by_name[name] = animation
                 return animation
-        animation.check(shape, fps, loop)
+        animation.check(shape, fps, loop, fixed)
         return animation
 
     def queue(self, animation: Animation, job: Job, pool: Executor) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Unpack, final
 from ._admission import Admission, OnFull, WriterStats
 from ._capture import BufferPool, Job, capture_size
 from ._encode import prepare_for
-from ._frames import Animations, prepare_frame
+from ._frames import Animations, FixedOptions, prepare_frame
 from ._names import path_text, writer_names
 from ._options import (
     Compression,
@@ -254,8 +254,8 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
             **options: layout, mean, std, value_range, scale, bits, grid, nrow, padding,
                 pad_value, cmap, compression, metadata, encoder, overwrite: as for
                 :meth:`save`; left out, the Writer's default. ``compression``, ``metadata``
-                (the record describes the first frame) and ``overwrite`` are the first
-                frame's; ``palette`` is refused. Device tensors are converted on the device
+                (the record describes the first frame) and ``overwrite`` are set by the first
+                frame, like fps and loop; ``palette`` is refused. Device tensors are converted on the device
                 and copied to pinned memory, then deflated by the CPU encoder: a later frame
                 stores the rectangle that changed, which needs the previous frame's samples
                 on the host anyway.
@@ -266,7 +266,8 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         rank, image_options, png_options, overwrite_file = call
         batch = prepare_frame(x, image_options, png_options)
         [target] = writer_names(name, 1, False, rank, dict(fields or {}), OPTIONS)
-        animation = self._animations.get(self._sink, target, batch, fps, loop, overwrite_file)
+        fixed = FixedOptions.of(png_options, overwrite_file)
+        animation = self._animations.get(self._sink, target, batch, fps, loop, fixed)
         self._enqueue(
             Job(batch, [target], png_options, overwrite_file, capture_size(batch), 1),
             lambda job: self._animations.queue(

@@ -137,6 +137,14 @@ def test_bad_frames_raise_before_anything_is_queued(tmp_path: Path) -> None:
             writer.add_frame(np.zeros((3, 8, 10), np.float32), "a.png", fps=6)
         with pytest.raises(tensorpng.OptionError, match="loop=0"):
             writer.add_frame(np.zeros((3, 8, 10), np.float32), "a.png", loop=1)
+        with pytest.raises(tensorpng.OptionError, match="compression='fast'"):
+            writer.add_frame(np.zeros((3, 8, 10), np.float32), "a.png", compression="small")
+        with pytest.raises(tensorpng.OptionError, match="metadata=None"):
+            writer.add_frame(np.zeros((3, 8, 10), np.float32), "a.png", metadata={"k": "v"})
+        with pytest.raises(tensorpng.OptionError, match="record=True"):
+            writer.add_frame(np.zeros((3, 8, 10), np.float32), "a.png", metadata=False)
+        with pytest.raises(tensorpng.OptionError, match="overwrite=True"):
+            writer.add_frame(np.zeros((3, 8, 10), np.float32), "a.png", overwrite=False)
         with pytest.raises(tensorpng.ShapeError, match="grid=True"):
             writer.add_frame(np.zeros((2, 3, 8, 10), np.float32), "b.png")
         with pytest.raises(tensorpng.OptionError, match="palette"):
