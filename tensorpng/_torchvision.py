@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, BinaryIO, Literal, TypedDict, Unpack
 
 import numpy as np
@@ -32,7 +32,8 @@ from . import _parallel_deflate
 from ._api import encode
 from ._names import path_text
 from ._options import takes_options
-from .arrays import is_torch_tensor, torch_module
+from ._torchvision_checks import check_grid_options, check_span, grid_fill, torch_scalar
+from .arrays import is_torch_tensor, plain_input, torch_module
 from .errors import DTypeError, OptionError, ShapeError
 from .grid import allocation_failed, fill_padding, grid_shape, tile_origin
 from .png import Compression
@@ -50,6 +51,7 @@ def _describe(x: Any) -> str:
 def _stack(tensor: Any) -> tuple[Any, bool]:
     """The input as one array or tensor, and whether it is a torch tensor (lists stacked)."""
     if isinstance(tensor, (list, tuple)):
+        tensor = [plain_input(item) for item in tensor]  # masks dropped only where nothing is masked
         if not tensor:
             raise ShapeError("got an empty list of images; pass at least one C x H x W image")
         if all(is_torch_tensor(item) for item in tensor):
@@ -64,6 +66,7 @@ def _stack(tensor: Any) -> tuple[Any, bool]:
             return np.stack(tensor), False
         kinds = sorted({type(item).__name__ for item in tensor})
         raise DTypeError(f"a list of images must hold only torch tensors or only NumPy arrays, got {kinds}")
+    tensor = plain_input(tensor)  # no nested tensor, no masked value
     if is_torch_tensor(tensor):
         return tensor.detach(), True
     if isinstance(tensor, np.ndarray):
@@ -90,25 +93,6 @@ def _as_nchw(tensor: Any) -> tuple[Any, bool]:
     return batch, is_torch
 
 
-def _check_grid_options(
-    nrow: int, padding: int, pad_value: float, value_range: Any
-) -> tuple[float, float] | None:
-    if not isinstance(nrow, int) or isinstance(nrow, bool) or nrow < 1:
-        raise OptionError(f"nrow must be an integer >= 1, got {nrow!r}")
-    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
-        raise OptionError(f"padding must be an integer >= 0, got {padding!r}")
-    if not isinstance(pad_value, (int, float)) or isinstance(pad_value, bool):
-        raise OptionError(f"pad_value must be a number (1.0 is white for float images), got {pad_value!r}")
-    if value_range is None:
-        return None
-    if not isinstance(value_range, Sequence) or len(value_range) != 2:
-        raise OptionError(f"value_range must be a pair (min, max), got {value_range!r}")
-    low, high = value_range
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise OptionError(f"value_range must hold two numbers, got {value_range!r}")
-    return low, high  # kept as given: torchvision's arithmetic uses them as Python numbers
-
-
 def _is_float(batch: Any, is_torch: bool) -> bool:
     return bool(batch.is_floating_point()) if is_torch else batch.dtype.kind == "f"
 
@@ -118,6 +102,8 @@ def _normalized(batch: Any, is_torch: bool, value_range: tuple[float, float] | N
     if not _is_float(batch, is_torch):  # torchvision raises on integers; they are normalized in float32
         batch = batch.to(torch_module().float32) if is_torch else batch.astype(np.float32)
     out = batch.clone() if is_torch else batch.copy()
+    if value_range is not None:
+        check_span(*value_range, out.dtype)
     for part in out if scale_each else (out,):
         low, high = value_range if value_range is not None else (float(part.min()), float(part.max()))
         if is_torch:
@@ -183,7 +169,7 @@ def make_grid(
         ``C x H' x W'`` of the input's dtype (``C x H x W`` unpadded for a batch of one): a
         torch tensor on the input's device, or a NumPy array for NumPy input.
     """
-    low_high = _check_grid_options(nrow, padding, pad_value, value_range)
+    low_high = check_grid_options(nrow, padding, pad_value, value_range)
     batch, is_torch = _as_nchw(tensor)
     if batch.shape[1] == 1:
         wide = (batch.shape[0], 3, *batch.shape[2:])
@@ -193,11 +179,12 @@ def make_grid(
     count, channels, height, width = batch.shape
     if count == 1:
         return batch[0].clone() if is_torch else batch[0].copy()
+    fill = grid_fill(pad_value, batch.dtype, _is_float(batch, is_torch))
     itemsize = batch.element_size() if is_torch else batch.itemsize
     grid_height, grid_width = grid_shape(count, height, width, nrow, padding, channels * itemsize)
     shape = (channels, grid_height, grid_width)
     try:
-        grid = batch.new_full(shape, pad_value) if is_torch else np.full(shape, pad_value, dtype=batch.dtype)
+        grid = batch.new_full(shape, fill) if is_torch else np.full(shape, fill, dtype=batch.dtype)
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises RuntimeError
         raise allocation_failed(shape, itemsize) from error
     for index in range(count):
@@ -247,7 +234,7 @@ def _pad_sample(batch: Any, is_torch: bool, pad_value: float, maximum: int, mode
         return int(min(max(pad_value * maximum + 0.5, 0), maximum))
     if is_torch:
         torch = torch_module()
-        value = torch.full((1,), pad_value, dtype=batch.dtype, device=batch.device)
+        value = torch.full((1,), torch_scalar(pad_value), dtype=batch.dtype, device=batch.device)
         return int(value.mul(maximum).add_(0.5).clamp_(0, maximum).to(torch.float64).item())
     kind = batch.dtype.type
     value = np.full(1, pad_value, dtype=batch.dtype)
@@ -307,7 +294,7 @@ def _grid_samples(tensor: Any, options: Mapping[str, Any]) -> np.ndarray:
     normalize, scale_each = options["normalize"], options["scale_each"]
     if bits not in (8, 16):
         raise OptionError(f"bits must be 8 or 16, got {bits!r}")
-    low_high = _check_grid_options(nrow, padding, pad_value, options["value_range"])
+    low_high = check_grid_options(nrow, padding, pad_value, options["value_range"])
     batch, is_torch = _as_nchw(tensor)
     if is_torch and batch.device.type == "cpu" and str(batch.dtype) in _NUMPY_EXACT:
         # NumPy's float32/float64 operations round as torch's do (IEEE), and run on the
