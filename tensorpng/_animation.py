@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import Unpack
+from typing import Any, Unpack
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ._apng import AnimationStream, EncodedFrame, check_loop, frame_delay
 from ._misuse import check_range
 from ._names import file_path
 from ._options import AnimationKeywords, parse_image_options, parse_png_options, takes_options
-from .arrays import describe, is_torch_tensor
+from .arrays import describe, is_torch_tensor, plain_input
 from .convert import Batch, prepare, warn_nans
 from .errors import OptionError, ShapeError
 from .metadata import METADATA_KEY, _finite_extremes, device_extremes, mapping_record, text_chunks
@@ -87,21 +87,22 @@ def save_animation(
 def _as_clip(frames: object) -> object:
     """A list of images as one stacked clip (every image the first one's shape)."""
     if not isinstance(frames, (list, tuple)):
-        return frames
+        return plain_input(frames)  # a nested tensor's .shape raises: refused here, by name
     if not frames:
         raise ShapeError("save_animation got an empty list of frames; pass at least one")
-    shapes = [tuple(getattr(frame, "shape", np.shape(frame))) for frame in frames]
+    items: list[Any] = [plain_input(frame) for frame in frames]  # np.asarray would drop a mask
+    shapes = [tuple(getattr(frame, "shape", np.shape(frame))) for frame in items]
     for index, shape in enumerate(shapes):
         if shape != shapes[0]:
             raise ShapeError(
                 f"frame {index} has shape {shape} but frame 0 has {shapes[0]}: every frame of an "
                 "animation has the same shape (resize or pad them)"
             )
-    if all(is_torch_tensor(frame) for frame in frames):
-        return sys.modules["torch"].stack(list(frames))
-    if any(is_torch_tensor(frame) for frame in frames):
-        raise OptionError(f"pass frames as all tensors or all arrays, got {describe(frames[0])} and others")
-    return np.stack([np.asarray(frame) for frame in frames])
+    if all(is_torch_tensor(frame) for frame in items):
+        return sys.modules["torch"].stack(list(items))
+    if any(is_torch_tensor(frame) for frame in items):
+        raise OptionError(f"pass frames as all tensors or all arrays, got {describe(items[0])} and others")
+    return np.stack([np.asarray(frame) for frame in items])
 
 
 def _texts(

@@ -56,12 +56,10 @@ def frame_delay(fps: float) -> tuple[int, int]:
     """``fcTL``'s ``delay_num`` / ``delay_den`` for ``fps`` frames a second: ``1 / fps`` as the
     nearest fraction with a denominator up to 65535 (exact for integer rates up to 65535 and
     for 30000/1001-style rates given as a Fraction)."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
-        raise OptionError(f"fps is a positive number of frames a second, got {fps!r}")
-    rate = Fraction(fps)
-    if rate <= 0:
-        raise OptionError(f"fps is a positive number of frames a second, got {fps!r}")
-    delay = (1 / rate).limit_denominator(65535)
+    number = isinstance(fps, (int, Fraction)) or (isinstance(fps, float) and abs(fps) < float("inf"))
+    if isinstance(fps, bool) or not number or fps <= 0:  # first: Fraction(NaN or inf) raises raw errors
+        raise OptionError(f"fps is a positive, finite number of frames a second (e.g. 10), got {fps!r}")
+    delay = (1 / Fraction(fps)).limit_denominator(65535)
     if delay.numerator > 65535 or delay.numerator == 0:
         raise OptionError(f"fps={fps!r} gives a frame delay an APNG cannot store (1/65535 s .. 65535 s)")
     return delay.numerator, delay.denominator

@@ -15,16 +15,20 @@ import json
 import os
 import re
 import struct
+import sys
 import time
-import zlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ._gallery_page import PAGE
 from ._png_chunks import SIGNATURE as PNG_SIGNATURE
-from ._png_text import inflate_text
-from .errors import PathError
+from ._png_chunks import TEXT_TAGS, Chunk
+from ._png_text import MAX_TEXT_CHUNK, read_texts
+from ._walk import open_regular, regular_files, skipped_message
+from .errors import DecodeError, PathError, WriteError, warn_user
 from .metadata import METADATA_KEY, MappingRecord
 
 INDEX_NAME = "index.json"
@@ -32,73 +36,91 @@ INDEX_VERSION = 1
 SUFFIXES = (".png", ".apng")
 # step000100, step_100, step-100, step=100, step100 in a file or folder name (not "steps")
 _STEP = re.compile(r"(?:^|[^a-z0-9])(?:step|it|iter|epoch)[=_-]?(\d+)(?![a-z])", re.IGNORECASE)
-_MAX_TEXT_BYTES = 1 << 20  # a text chunk larger than this is skipped, not read
+_MAX_TEXT_BYTES = MAX_TEXT_CHUNK  # a record chunk larger than this is skipped, not read
+# the record's text inflated from one file, all chunks together: tensorpng writes one record
+# of a few KiB; a file of many record chunks must not cost an inflate each
+_MAX_TEXT_TOTAL = 4 * MAX_TEXT_CHUNK
+_RECORD_KEYWORD = METADATA_KEY.encode("latin-1") + b"\x00"
 _CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 
 
 @dataclass(frozen=True)
 class Header:
-    """What a PNG says before its image data: size, format, frame count and text chunks."""
+    """What a PNG says before its image data: size, format, frame count and tensorpng's record."""
 
     width: int
     height: int
     bits: int
     channels: int
     frames: int  # 1 for a still image, acTL's count for an APNG
-    texts: dict[str, str]
+    texts: dict[str, str]  # the record's text (METADATA_KEY), when the file has a readable one
 
 
 def read_header(path: Path) -> Header | None:
-    """The chunks of ``path`` before ``IDAT`` (None when it is not a readable PNG)."""
+    """The chunks of ``path`` before ``IDAT`` (None when it is not a readable PNG).
+
+    Only the text chunks of tensorpng's record are read, through the container's bounded
+    text reader (:func:`read_texts`): other text is skipped unread, and the record's text is
+    refused past :data:`_MAX_TEXT_BYTES` a chunk and :data:`_MAX_TEXT_TOTAL` in all (a file
+    of many compressed chunks would otherwise inflate each one), leaving the image without
+    a caption."""
     try:
-        with open(path, "rb") as file:
+        with open_regular(path) as file:  # a named pipe would block this read forever
             if file.read(8) != PNG_SIGNATURE:
                 return None
-            width = height = bits = color = 0
-            frames, texts = 1, {}
-            while True:
-                head = file.read(8)
-                if len(head) < 8:
-                    break
-                length, kind = struct.unpack(">I", head[:4])[0], head[4:]
-                if kind in (b"IDAT", b"IEND"):
-                    break
-                if kind in (b"IHDR", b"acTL", b"tEXt", b"iTXt", b"zTXt") and length <= _MAX_TEXT_BYTES:
-                    body = file.read(length)
-                    file.seek(4, os.SEEK_CUR)  # CRC
-                else:
-                    file.seek(length + 4, os.SEEK_CUR)
-                    continue
-                if kind == b"IHDR" and length >= 13:
-                    width, height, bits, color = struct.unpack(">IIBB", body[:10])
-                elif kind == b"acTL" and length >= 8:
-                    frames = struct.unpack(">I", body[:4])[0]
-                else:
-                    entry = _text(kind, body)
-                    if entry is not None:
-                        texts[entry[0]] = entry[1]
+            scan = _Scan()
+            chunks = scan.record_chunks(file)
+            try:
+                texts = read_texts(
+                    chunks, (METADATA_KEY,), max_chunk=_MAX_TEXT_BYTES, max_total=_MAX_TEXT_TOTAL
+                )
+            except DecodeError:  # a damaged or oversized record is no caption
+                texts = {}
+                scan.keep_text = False
+                for _ in chunks:  # the rest of the header (acTL may follow the text)
+                    pass
     except OSError:
         return None
-    if width == 0:
+    if scan.width == 0:
         return None
-    return Header(width, height, bits, _CHANNELS.get(color, 0), frames, texts)
+    return Header(scan.width, scan.height, scan.bits, _CHANNELS.get(scan.color, 0), scan.frames, texts)
 
 
-def _text(kind: bytes, body: bytes) -> tuple[str, str] | None:
-    """A text chunk's keyword and value (None when malformed)."""
-    key, _, rest = body.partition(b"\x00")
-    try:
-        if kind == b"tEXt":
-            return key.decode("latin-1"), rest.decode("latin-1")
-        if kind == b"zTXt":  # inflated with a limit: a text bomb must not take the page down
-            return key.decode("latin-1"), inflate_text(rest[1:], _MAX_TEXT_BYTES).decode("latin-1")
-        compressed, rest = rest[:1] == b"\x01", rest[2:]
-        _, _, rest = rest.partition(b"\x00")  # language tag
-        _, _, rest = rest.partition(b"\x00")  # translated keyword
-        value = inflate_text(rest, _MAX_TEXT_BYTES) if compressed else rest
-        return key.decode("latin-1"), value.decode("utf-8")
-    except (UnicodeDecodeError, ValueError, zlib.error):  # DecodeError is a ValueError
-        return None
+class _Scan:
+    """The chunks of a PNG up to its image data: IHDR and acTL are kept, and the text chunks
+    whose keyword is tensorpng's are handed on (each read only once its keyword matched)."""
+
+    def __init__(self) -> None:
+        self.width = self.height = self.bits = self.color = 0
+        self.frames = 1
+        self.keep_text = True
+
+    def record_chunks(self, file: BinaryIO) -> Iterator[Chunk]:
+        while True:
+            head = file.read(8)
+            if len(head) < 8:
+                return
+            length, kind = struct.unpack(">I", head[:4])[0], head[4:]
+            if kind in (b"IDAT", b"IEND"):
+                return
+            offset = file.tell() - 8
+            if kind in TEXT_TAGS and self.keep_text and length <= _MAX_TEXT_BYTES:
+                body = file.read(min(length, len(_RECORD_KEYWORD)))
+                if body == _RECORD_KEYWORD:  # ours: read the rest; another key costs nothing
+                    body += file.read(length - len(body))
+                    file.seek(4, os.SEEK_CUR)  # CRC
+                    yield Chunk(kind, memoryview(body), offset)
+                    continue
+                file.seek(length - len(body) + 4, os.SEEK_CUR)
+            elif kind in (b"IHDR", b"acTL") and length <= 64:
+                body = file.read(length)
+                file.seek(4, os.SEEK_CUR)  # CRC
+                if kind == b"IHDR" and length >= 13:
+                    self.width, self.height, self.bits, self.color = struct.unpack(">IIBB", body[:10])
+                elif kind == b"acTL" and length >= 8:
+                    self.frames = struct.unpack(">I", body[:4])[0]
+            else:
+                file.seek(length + 4, os.SEEK_CUR)
 
 
 def step_of(relative: str, record: dict[str, Any] | None) -> int | None:
@@ -154,23 +176,20 @@ def image_entry(root: Path, path: Path) -> dict[str, Any] | None:
     return entry
 
 
-def find_images(root: Path, skip: set[Path]) -> list[Path]:
+def find_images(root: Path, skip: set[Path]) -> tuple[list[Path], list[str]]:
     """PNG files under ``root``, sorted, skipping hidden files and folders (our temporary
-    files are dot-prefixed) and ``skip``."""
-    found = []
-    for directory, folders, files in os.walk(root):
-        folders[:] = sorted(f for f in folders if not f.startswith("."))
-        for name in files:
-            if not name.startswith(".") and name.lower().endswith(SUFFIXES):
-                path = Path(directory, name)
-                if path not in skip:
-                    found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    files are dot-prefixed) and ``skip``; and the entries skipped as no regular file."""
+    found, skipped = regular_files(root, SUFFIXES)
+    return [path for path in found if path not in skip], skipped
 
 
 def build_index(root: Path) -> list[dict[str, Any]]:
-    """Entries of every PNG under ``root``, ordered by folder, step and name."""
-    entries = [entry for path in find_images(root, set()) if (entry := image_entry(root, path))]
+    """Entries of every PNG under ``root``, ordered by folder, step and name (a warning names
+    the entries that are no regular file: a named pipe, a dangling link, ...)."""
+    paths, skipped = find_images(root, set())
+    if skipped:
+        warn_user(f"{skipped_message(root, skipped)}; they are not in the gallery")
+    entries = [entry for path in paths if (entry := image_entry(root, path))]
     entries.sort(key=lambda e: (e["folder"], e["step"] is not None, e["step"] or 0, e["name"]))
     return entries
 
@@ -179,11 +198,16 @@ def write_gallery(root: str | os.PathLike[str], output: str | os.PathLike[str] |
     """Write the gallery page of the PNGs under ``root`` and ``index.json`` beside it.
 
     Args:
-        root: the folder to index (searched recursively).
+        root: the folder to index (searched recursively; entries that are no regular file,
+            such as a named pipe or a dangling symbolic link, are skipped with a warning).
         output: the page's path (default ``root/index.html``).
 
     Returns:
         The page's path.
+
+    Raises:
+        PathError: ``root`` is not a folder, or ``output`` is one.
+        WriteError: the page or the index cannot be written (the path and reason named).
     """
     from .sinks import write_atomic  # the atomic write every file of tensorpng goes through
 
@@ -191,11 +215,17 @@ def write_gallery(root: str | os.PathLike[str], output: str | os.PathLike[str] |
     if not folder.is_dir():
         raise PathError(f"gallery takes a folder of PNG files; {folder} is not a folder")
     page = Path(output) if output is not None else folder / "index.html"
+    if page.is_dir() or not page.name:  # checked before index.json is written beside it
+        raise PathError(f"the gallery page {page} is a folder; name the page, e.g. {page / 'index.html'}")
+    try:
+        resolved_folder, resolved_page = folder.resolve(), page.resolve()
+    except (OSError, RuntimeError) as error:  # a symbolic link loop
+        raise PathError(f"cannot resolve {page} or {folder}: {error}") from None
     images = build_index(folder)
-    base = os.path.relpath(folder.resolve(), page.resolve().parent).replace(os.sep, "/")
+    base = os.path.relpath(resolved_folder, resolved_page.parent).replace(os.sep, "/")
     index = {
         "version": INDEX_VERSION,
-        "title": folder.resolve().name,
+        "title": resolved_folder.name,
         "base": "" if base == "." else base + "/",  # from the page to DIR
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "images": images,
@@ -223,7 +253,16 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tensorpng gallery``."""
-    page = write_gallery(args.root, args.output)
-    count = len(json.loads((page.parent / INDEX_NAME).read_text())["images"])
+    with warnings.catch_warnings(record=True) as caught:  # shown as lines of ours
+        warnings.simplefilter("always")
+        try:
+            page = write_gallery(args.root, args.output)
+        finally:
+            for warning in caught:
+                print(f"tensorpng gallery: warning: {warning.message}", file=sys.stderr)
+    try:
+        count = len(json.loads((page.parent / INDEX_NAME).read_text())["images"])
+    except (OSError, ValueError) as error:  # replaced or removed since: the page is written
+        raise WriteError(f"{page.parent / INDEX_NAME} cannot be read back: {error}") from None
     print(f"{page}: {count} image{'s' if count != 1 else ''}")
     return 0

@@ -24,6 +24,7 @@ import os
 import struct
 import sys
 import time
+import warnings
 import zipfile
 from collections import deque
 from collections.abc import Iterator
@@ -37,27 +38,24 @@ import numpy as np
 from ._decoders import MAX_IMAGE_PIXELS, check_max_pixels, check_pixels
 from ._decoders import decode_png as decode
 from ._names import file_path
+from ._options import check_workers
 from ._png_chunks import SIGNATURE
-from .errors import DecodeError, OptionError, ShapeError, TensorPNGError, WriteError
+from ._walk import open_regular, regular_files, skipped_message
+from .errors import DecodeError, OptionError, PathError, ShapeError, TensorPNGError, WriteError, warn_user
 from .sinks import temporary_name
 
 
-def png_files(folder: Path) -> list[Path]:
-    """Every ``*.png`` under ``folder`` (any case; hidden files and folders skipped, as the
-    temporary files of atomic writers are hidden), sorted by the relative POSIX path."""
-    found: list[Path] = []
-    for directory, subdirs, files in os.walk(folder):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        found.extend(
-            Path(directory, f) for f in files if f.lower().endswith(".png") and not f.startswith(".")
-        )
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+def png_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """Every regular ``*.png`` file under ``folder`` (any case; hidden files and folders
+    skipped, as the temporary files of atomic writers are hidden), sorted by the relative
+    POSIX path; and the entries skipped as no regular file (a pipe, a dangling link, ...)."""
+    return regular_files(folder, (".png",))
 
 
 def read_size(path: Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """Height and width from a PNG's IHDR (raises :class:`DecodeError` for anything else, or
     for more pixels than ``max_pixels``)."""
-    with open(path, "rb") as file:
+    with open_regular(path) as file:  # a pipe swapped in since the walk is refused, not waited on
         head = file.read(24)
     if len(head) < 24 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
         raise DecodeError(f"{path} is not a PNG file (its first bytes are {head[:16]!r})")
@@ -79,8 +77,10 @@ def as_rgb8(samples: np.ndarray) -> np.ndarray:
 
 
 def _decode_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
+    with open_regular(path) as file:
+        data = file.read()
     try:  # the size was checked against max_pixels; a file changed since fails the shape check
-        image = as_rgb8(decode(path.read_bytes(), max_pixels=size[0] * size[1], label=path))
+        image = as_rgb8(decode(data, max_pixels=size[0] * size[1], label=path))
     except DecodeError as error:
         raise DecodeError(f"{path}: {error}") from None
     if image.shape[:2] != size:  # the header was read before; the file changed since
@@ -128,15 +128,29 @@ def pack_npz(
 
     Returns:
         The number of images packed.
+
+    Entries under ``folder`` that are no regular file (a named pipe, a socket, a dangling
+    symbolic link) are skipped with a warning naming them; a symbolic link to a regular
+    file is read.
+
+    Raises:
+        OptionError, PathError: bad options, or ``output`` is a folder.
+        DecodeError, ShapeError, ReadError: an input file (named) cannot be packed.
+        WriteError: ``output`` cannot be written (named with the reason).
     """
     check_max_pixels(max_pixels)
     target = Path(file_path(output, "samples.npz"))  # "out/" names a folder: refused before any I/O
     root = Path(folder)
     if not root.is_dir():
         raise OptionError(f"{root} is not a folder")
-    if count is not None and count < 1:
-        raise OptionError(f"count must be at least 1, got {count}")
-    paths = png_files(root)
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise OptionError(f"count must be an integer >= 1 or None, got {count!r}")
+    check_workers(workers)
+    if target.is_dir():
+        raise PathError(f"the output {target} is a folder; name the .npz file, e.g. {target / 'samples.npz'}")
+    paths, skipped = png_files(root)
+    if skipped:  # a pipe would block the read forever; a dangling link has nothing to read
+        warn_user(f"{skipped_message(root, skipped)}; they are not packed")
     if count is not None:
         if len(paths) < count:
             raise OptionError(f"{root} holds {len(paths)} PNG files, fewer than count={count}")
@@ -158,7 +172,15 @@ def pack_npz(
         "shape": (len(paths), *size, 3),
     }
     temp = target.with_name(temporary_name(target.name))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:  # a file where a folder should be
+        blocker = next((p for p in target.parents if os.path.lexists(p)), target.parent)
+        raise WriteError(
+            f"cannot write {target}: {blocker} is a file, not a folder; move it away or choose another output"
+        ) from error
+    except OSError as error:
+        raise WriteError(f"cannot write {target}: {error.strerror or error} ({error.filename})") from error
     bar = _bar(progress, len(paths))
     try:
         with (
@@ -171,8 +193,13 @@ def pack_npz(
                 if bar is not None:
                     bar.update(1)
         os.replace(temp, target)
+    except TensorPNGError:  # ReadError is an OSError too: an input's error is not the output's
+        raise
     except OSError as error:
-        raise WriteError(f"writing {target} failed: {error}; nothing was written under that name") from error
+        raise WriteError(
+            f"writing {target} failed: {error.strerror or error} ({error.filename or target}); "
+            "nothing was written under that name"
+        ) from error
     finally:
         if bar is not None:
             bar.close()
@@ -234,14 +261,20 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         if args.workers is not None and args.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {args.workers}")
-        count = pack_npz(
-            args.folder,
-            args.output,
-            count=args.count,
-            workers=args.workers,
-            max_pixels=args.max_pixels,
-            progress=not args.quiet and sys.stderr.isatty(),
-        )
+        with warnings.catch_warnings(record=True) as caught:  # shown as lines of ours, even with -q
+            warnings.simplefilter("always")
+            try:
+                count = pack_npz(
+                    args.folder,
+                    args.output,
+                    count=args.count,
+                    workers=args.workers,
+                    max_pixels=args.max_pixels,
+                    progress=not args.quiet and sys.stderr.isatty(),
+                )
+            finally:
+                for warning in caught:
+                    print(f"tensorpng pack-npz: warning: {warning.message}", file=sys.stderr)
     except TensorPNGError as error:
         print(f"tensorpng pack-npz: {error}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ import functools
 import inspect
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, TypeVar
@@ -233,6 +234,9 @@ def check_workers(workers: object) -> int | None:
     return workers
 
 
+_MIN_HALF_SPAN = 65535 / 2 / sys.float_info.max  # the narrowest half value_range a 16-bit scale takes
+
+
 def _as_floats(name: str, value: float | Sequence[float] | None) -> tuple[float, ...] | None:
     if value is None:
         return None
@@ -275,6 +279,12 @@ class ScaleOptions:
         range_values = _as_floats("value_range", value_range)
         if range_values is not None and (len(range_values) != 2 or not range_values[0] < range_values[1]):
             raise OptionError(f"value_range must be (lo, hi) with lo < hi, got {value_range!r}")
+        # 65535 / (hi - lo) must be a float64 (halves: hi - lo itself may overflow): else a raw error
+        if range_values is not None and not range_values[1] / 2 - range_values[0] / 2 > _MIN_HALF_SPAN:
+            raise OptionError(
+                f"value_range={value_range!r} is too narrow to scale by (hi - lo is below "
+                f"{2 * _MIN_HALF_SPAN:.3g}); pass a wider range, or scale the data first"
+            )
         if scale is not None and scale not in SCALES:
             raise OptionError(f"scale must be 'image', 'batch' or None, got {scale!r}")
         if scale is not None and range_values is not None:

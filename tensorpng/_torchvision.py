@@ -22,11 +22,9 @@ gray + alpha, ``value_range`` may be a list, and ``metadata`` adds text chunks.
 from __future__ import annotations
 
 import io
-import math
-import operator
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO, Literal, NamedTuple, TypedDict, Unpack
+from collections.abc import Mapping
+from typing import Any, BinaryIO, Literal, TypedDict, Unpack
 
 import numpy as np
 
@@ -34,7 +32,8 @@ from . import _parallel_deflate
 from ._api import encode
 from ._names import file_path
 from ._options import checked_keywords, takes_options
-from .arrays import is_torch_tensor, torch_module
+from ._torchvision_checks import check_grid_options, check_span, grid_fill, torch_scalar
+from .arrays import is_torch_tensor, plain_input, torch_module
 from .errors import DTypeError, OptionError, ShapeError
 from .grid import allocation_failed, fill_padding, grid_shape, tile_origin
 from .png import Compression
@@ -52,6 +51,7 @@ def _describe(x: Any) -> str:
 def _stack(tensor: Any) -> tuple[Any, bool]:
     """The input as one array or tensor, and whether it is a torch tensor (lists stacked)."""
     if isinstance(tensor, (list, tuple)):
+        tensor = [plain_input(item) for item in tensor]  # masks dropped only where nothing is masked
         if not tensor:
             raise ShapeError("got an empty list of images; pass at least one C x H x W image")
         if all(is_torch_tensor(item) for item in tensor):
@@ -66,6 +66,7 @@ def _stack(tensor: Any) -> tuple[Any, bool]:
             return np.stack(tensor), False
         kinds = sorted({type(item).__name__ for item in tensor})
         raise DTypeError(f"a list of images must hold only torch tensors or only NumPy arrays, got {kinds}")
+    tensor = plain_input(tensor)  # no nested tensor, no masked value
     if is_torch_tensor(tensor):
         return tensor.detach(), True
     if isinstance(tensor, np.ndarray):
@@ -92,65 +93,6 @@ def _as_nchw(tensor: Any) -> tuple[Any, bool]:
     return batch, is_torch
 
 
-def _check_pad_fits(pad_value: float, dtype: Any, is_torch: bool) -> None:
-    """An integer grid's padding value must be one of its samples (torch would raise)."""
-    kind = np.dtype(str(dtype).removeprefix("torch.")).kind if is_torch and "float" not in str(dtype) else ""
-    if not is_torch:
-        kind = np.dtype(dtype).kind
-    info = np.iinfo(str(dtype).removeprefix("torch.")) if kind in ("i", "u") else None
-    if info is not None and not info.min <= pad_value <= info.max:
-        raise OptionError(
-            f"pad_value={pad_value!r} is outside {dtype}'s range {info.min}..{info.max}: "
-            "for integer images it is a sample value"
-        )
-
-
-class _GridOptions(NamedTuple):
-    nrow: int
-    padding: int
-    pad_value: float
-    value_range: tuple[float, float, float] | None  # low, high and high - low
-
-
-def _integer(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int: Python, NumPy or 0-d torch integers (torchvision takes them all)."""
-    try:
-        number = operator.index(value) if not isinstance(value, bool) else None
-    except TypeError:
-        number = None
-    if number is None or number < minimum:
-        raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return number
-
-
-def _real(name: str, value: Any, hint: str = "") -> float:
-    """``value`` as a float: a Python, NumPy or 0-d torch number, finite."""
-    ok = not isinstance(value, (bool, str, bytes)) and getattr(value, "ndim", 0) == 0
-    try:
-        number = float(value) if ok else math.nan
-    except (TypeError, ValueError, RuntimeError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise OptionError(f"{name} must be a finite number{hint}, got {value!r}")
-    return number
-
-
-def _check_grid_options(nrow: Any, padding: Any, pad_value: Any, value_range: Any) -> _GridOptions:
-    nrow, padding = _integer("nrow", nrow, 1), _integer("padding", padding, 0)
-    pad = _real("pad_value", pad_value, " (1.0 is white for float images)")
-    if value_range is None:
-        return _GridOptions(nrow, padding, pad, None)
-    if not isinstance(value_range, Sequence) or isinstance(value_range, str) or len(value_range) != 2:
-        raise OptionError(f"value_range must be a pair (min, max), got {value_range!r}")
-    low_given, high_given = value_range
-    low, high = (_real("value_range", v, " pair (min, max)") for v in value_range)
-    # torchvision subtracts the values as given: tensors (x.min(), x.max()) in their own dtype
-    span = high - low
-    if any(hasattr(v, "item") for v in value_range):
-        span = _real("value_range", high_given - low_given)
-    return _GridOptions(nrow, padding, pad, (low, high, span))
-
-
 def _is_float(batch: Any, is_torch: bool) -> bool:
     return bool(batch.is_floating_point()) if is_torch else batch.dtype.kind == "f"
 
@@ -162,6 +104,8 @@ def _normalized(
     if not _is_float(batch, is_torch):  # torchvision raises on integers; they are normalized in float32
         batch = batch.to(torch_module().float32) if is_torch else batch.astype(np.float32)
     out = batch.clone() if is_torch else batch.copy()
+    if value_range is not None:
+        check_span(value_range[0], value_range[1], out.dtype)
     for part in out if scale_each else (out,):
         if value_range is None:
             low, high = float(part.min()), float(part.max())
@@ -232,7 +176,7 @@ def make_grid(
         ``C x H' x W'`` of the input's dtype (``C x H x W`` unpadded for a batch of one): a
         torch tensor on the input's device, or a NumPy array for NumPy input.
     """
-    nrow, padding, pad_value, low_high = _check_grid_options(nrow, padding, pad_value, value_range)
+    nrow, padding, pad_value, low_high = check_grid_options(nrow, padding, pad_value, value_range)
     batch, is_torch = _as_nchw(tensor)
     if batch.shape[1] == 1:
         wide = (batch.shape[0], 3, *batch.shape[2:])
@@ -242,12 +186,12 @@ def make_grid(
     count, channels, height, width = batch.shape
     if count == 1:
         return batch[0].clone() if is_torch else batch[0].copy()
+    fill = grid_fill(pad_value, batch.dtype, _is_float(batch, is_torch))
     itemsize = batch.element_size() if is_torch else batch.itemsize
     grid_height, grid_width = grid_shape(count, height, width, nrow, padding, channels * itemsize)
     shape = (channels, grid_height, grid_width)
-    _check_pad_fits(pad_value, batch.dtype, is_torch)
     try:
-        grid = batch.new_full(shape, pad_value) if is_torch else np.full(shape, pad_value, dtype=batch.dtype)
+        grid = batch.new_full(shape, fill) if is_torch else np.full(shape, fill, dtype=batch.dtype)
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises RuntimeError
         raise allocation_failed(shape, itemsize) from error
     for index in range(count):
@@ -300,7 +244,7 @@ def _pad_sample(batch: Any, is_torch: bool, pad_value: float, maximum: int, mode
         return int(min(max(pad_value * maximum + 0.5, 0), maximum))
     if is_torch:
         torch = torch_module()
-        value = torch.full((1,), pad_value, dtype=batch.dtype, device=batch.device)
+        value = torch.full((1,), torch_scalar(pad_value), dtype=batch.dtype, device=batch.device)
         return int(value.mul(maximum).add_(0.5).clamp_(0, maximum).to(torch.float64).item())
     kind = batch.dtype.type
     value = np.full(1, pad_value, dtype=batch.dtype)
@@ -357,7 +301,7 @@ def _grid_samples(tensor: Any, options: Mapping[str, Any]) -> np.ndarray:
     normalize, scale_each = options["normalize"] is True, options["scale_each"] is True  # as torchvision
     if bits not in (8, 16) or isinstance(bits, bool):
         raise OptionError(f"bits must be 8 or 16, got {bits!r}")
-    nrow, padding, pad_value, low_high = _check_grid_options(
+    nrow, padding, pad_value, low_high = check_grid_options(
         options["nrow"], options["padding"], options["pad_value"], options["value_range"]
     )
     batch, is_torch = _as_nchw(tensor)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DTypeError, ShapeError
+from .errors import DTypeError, ShapeError, ValueRangeError
 
 # DLPack device types (dlpack.h): 1 = CPU, 3 = CUDA host (pinned) memory.
 _DLPACK_HOST_DEVICES = (1, 3)
@@ -158,6 +158,41 @@ def _from_torch(tensor: Any, description: str, keep_torch: bool = False) -> Sour
     return SourceArray(tensor.numpy(), channels_first=True, description=description)
 
 
+def plain_input(x: object) -> object:
+    """``x`` without what no image holds, else an error naming the fix: a NumPy masked array
+    or a torch ``MaskedTensor`` becomes its data when no value is masked (NumPy would raise
+    a raw ``MaskError`` or write the hidden values); a nested tensor (images of several
+    shapes, whose ``.shape`` raises) is refused."""
+    if isinstance(x, np.ma.MaskedArray):
+        masked = int(np.ma.count_masked(x))  # type: ignore[no-untyped-call]
+        if masked:
+            raise ValueRangeError(
+                f"cannot save a masked array with {masked:,} of {x.size:,} values masked ({describe(x)}): "
+                "an image has no masked pixels; pass x.filled(v) with the value they should take"
+            )
+        return np.ma.getdata(x)
+    if not is_torch_tensor(x):
+        return x
+    tensor: Any = x
+    if tensor.is_nested:
+        raise ShapeError(
+            f"cannot save a nested tensor of {tensor.size(0)} tensors ({dtype_text(tensor.dtype)}): its "
+            "images have different shapes; save them one by one (for i, image in enumerate(x.unbind()): "
+            "tensorpng.save(image, f'{i}.png')), or pad them to one size and stack them"
+        )
+    masked_type = getattr(getattr(torch_module(), "masked", None), "MaskedTensor", None)
+    if masked_type is not None and isinstance(tensor, masked_type):
+        specified = tensor.get_mask()  # True where a value is given (the opposite of NumPy's mask)
+        if not bool(specified.all()):
+            raise ValueRangeError(
+                f"cannot save a MaskedTensor with {int((~specified).sum()):,} of {specified.numel():,} "
+                "values masked out: an image has no masked pixels; pass a plain tensor with the value "
+                "they should take, e.g. x.get_data().masked_fill(~x.get_mask(), 0)"
+            )
+        return tensor.get_data()
+    return x
+
+
 def as_source(x: object, *, keep_torch: bool = False) -> SourceArray:
     """Adapt a caller's input for conversion.
 
@@ -169,6 +204,7 @@ def as_source(x: object, *, keep_torch: bool = False) -> SourceArray:
     Raises:
         DTypeError: for unsupported types or dtypes, naming what was passed.
     """
+    x = plain_input(x)
     description = describe(x)
     if isinstance(x, np.ndarray):
         return SourceArray(_check_numpy_dtype(x, description), False, description)
@@ -194,7 +230,9 @@ def as_source(x: object, *, keep_torch: bool = False) -> SourceArray:
             f"cannot save {description} as an image; pass a torch.Tensor, a numpy.ndarray "
             "or an array that supports __dlpack__ or __array__"
         )
-    if isinstance(x, (list, tuple)) and x and all(hasattr(item, "shape") for item in x):
+    if isinstance(x, (list, tuple)):  # np.asarray would drop a mask; a nested tensor's .shape raises
+        x = [plain_input(item) for item in x]
+    if isinstance(x, list) and x and all(hasattr(item, "shape") for item in x):
         shapes = {tuple(int(d) for d in item.shape) for item in x}
         if len(shapes) > 1:
             raise ShapeError(

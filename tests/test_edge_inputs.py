@@ -12,6 +12,7 @@ import os
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,170 @@ def test_float64_spans_beyond_the_largest_double_are_scaled() -> None:
             data = wrap(np.array([ranged], np.float64))
             mapped = tensorpng.to_array(data, value_range=(-1.7e308, 1.7e308), bits=bits).ravel().tolist()
             assert mapped == oracle(ranged, -1.7e308, 1.7e308, maximum)
+
+
+# ---- numeric options and odd inputs: each refused with a TensorPNGError before any file --------
+
+_FLOAT_GRID = torch.rand(2, 3, 4, 4)
+_UINT8_GRID = np.zeros((2, 3, 4, 4), np.uint8)
+_FRAMES = np.zeros((3, 4, 4, 3), np.uint8)
+_FULLY_MASKED = np.ma.masked_all((4, 4), np.float32)
+_PARTLY_MASKED = np.ma.array(np.linspace(0, 1, 16).reshape(4, 4), mask=np.eye(4, dtype=bool))
+
+
+def _nested() -> object:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "nested tensors are in prototype stage"
+        return torch.nested.nested_tensor([torch.zeros(3, 4, 4), torch.zeros(3, 5, 4)])
+
+
+_NESTED = r"nested tensor of 2 tensors \(float32\).*one by one"
+
+
+def _masked_tensor(data: torch.Tensor, specified: torch.Tensor) -> object:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the PyTorch API of MaskedTensors is in prototype stage"
+        return torch.masked.masked_tensor(data, specified)
+
+
+def _writer_save(x: object, folder: Path) -> None:
+    with tensorpng.Writer(folder) as writer:
+        writer.save(x, "x.png")
+
+
+_Call = Callable[[Path], object]
+EDGE_CALLS: dict[str, tuple[_Call, str]] = {
+    # make_grid fills its padding through torch/NumPy: ints beyond int64 or the dtype raised raw
+    "make_grid pad_value beyond int64 (uint8)": (
+        lambda d: tensorpng.make_grid(torch.from_numpy(_UINT8_GRID), pad_value=-(10**19)),
+        r"pad_value=-10000000000000000000 does not fit the images' dtype uint8 \(0\.\.255\)",
+    ),
+    "make_grid pad_value beyond float64": (
+        lambda d: tensorpng.make_grid(_FLOAT_GRID, pad_value=10**400),
+        r"pad_value must be a number",
+    ),
+    "make_grid pad_value beyond uint8 (NumPy)": (
+        lambda d: tensorpng.make_grid(_UINT8_GRID, pad_value=10**19),
+        r"pad_value=10000000000000000000 does not fit",
+    ),
+    "make_grid pad_value would wrap in uint8": (
+        lambda d: tensorpng.make_grid(torch.from_numpy(_UINT8_GRID), pad_value=300),
+        r"pad_value=300 does not fit the images' dtype uint8",
+    ),
+    "save_image pad_value NaN": (
+        lambda d: tensorpng.save_image(_FLOAT_GRID, d / "x.png", pad_value=float("nan")),
+        r"pad_value must be a number, not NaN.*got nan",
+    ),
+    "save_image pad_value beyond float64": (
+        lambda d: tensorpng.save_image(_UINT8_GRID, d / "x.png", pad_value=10**400),
+        r"pad_value must be a number",
+    ),
+    "make_grid value_range NaN": (
+        lambda d: tensorpng.make_grid(_FLOAT_GRID, normalize=True, value_range=(float("nan"), 1.0)),
+        r"value_range must hold two finite numbers.*nan",
+    ),
+    "make_grid value_range beyond float32": (
+        lambda d: tensorpng.make_grid(_FLOAT_GRID, normalize=True, value_range=(0.0, 1e308)),
+        r"value_range=\(0\.0, 1e\+308\) is beyond float32",
+    ),
+    "save_image value_range beyond float64": (
+        lambda d: tensorpng.save_image(_FLOAT_GRID, d / "x.png", normalize=True, value_range=(0, 10**400)),
+        r"value_range must hold two finite numbers",
+    ),
+    "save_image value_range infinite": (
+        lambda d: tensorpng.save_image(
+            _FLOAT_GRID, d / "x.png", normalize=True, value_range=(0.0, float("inf"))
+        ),
+        r"value_range must hold two finite numbers.*inf",
+    ),
+    "value_range narrower than a float64 scale": (
+        lambda d: tensorpng.save(np.zeros((4, 4), np.float32), d / "x.png", value_range=(0.0, 5e-324)),
+        r"value_range=\(0\.0, 5e-324\) is too narrow",
+    ),
+    "value_range narrower than a float64 scale (torch)": (
+        lambda d: tensorpng.save(torch.zeros(4, 4), d / "x.png", value_range=(-5e-324, 5e-324)),
+        r"too narrow to scale by",
+    ),
+    # fps: inf and NaN reached Fraction() (raw OverflowError / ValueError)
+    "save_animation fps=inf": (
+        lambda d: tensorpng.save_animation(_FRAMES, d / "x.png", fps=float("inf")),
+        r"fps is a positive, finite number.*got inf",
+    ),
+    "save_animation fps=nan": (
+        lambda d: tensorpng.save_animation(_FRAMES, d / "x.png", fps=float("nan")),
+        r"fps is a positive, finite number.*got nan",
+    ),
+    "Writer.add_frame fps=inf": (lambda d: _add_frame(d, float("inf")), r"got inf"),
+    "Writer.add_frame fps=nan": (lambda d: _add_frame(d, float("nan")), r"got nan"),
+    # inputs whose values or shape no image holds
+    "fully masked array": (
+        lambda d: tensorpng.save(_FULLY_MASKED, d / "x.png"),
+        r"16 of 16 values masked.*numpy\.MaskedArray, shape \(4, 4\).*x\.filled",
+    ),
+    "fully masked array, scaled": (
+        lambda d: tensorpng.save(_FULLY_MASKED, d / "x.png", scale="image"),
+        r"16 of 16 values masked",
+    ),
+    "partly masked array": (
+        lambda d: tensorpng.save(_PARTLY_MASKED, d / "x.png", scale="image"),
+        r"4 of 16 values masked",
+    ),
+    "masked array to save_image": (lambda d: tensorpng.save_image(_FULLY_MASKED, d / "x.png"), r"masked"),
+    "masked frames": (lambda d: tensorpng.save_animation([_FULLY_MASKED] * 2, d / "x.png"), r"masked"),
+    "masked tensor": (
+        lambda d: tensorpng.save(
+            _masked_tensor(torch.zeros(4, 4), torch.eye(4, dtype=torch.bool)), d / "x.png"
+        ),
+        r"MaskedTensor with 12 of 16 values masked out",
+    ),
+    "nested tensor to save": (lambda d: tensorpng.save(_nested(), d / "x.png"), _NESTED),
+    "nested tensor to encode": (lambda d: tensorpng.encode(_nested()), _NESTED),
+    "nested tensor to save_image": (lambda d: tensorpng.save_image(_nested(), d / "x.png"), _NESTED),
+    "nested tensor to make_grid": (lambda d: tensorpng.make_grid(_nested()), _NESTED),
+    "nested tensor to save_animation": (lambda d: tensorpng.save_animation(_nested(), d / "x.png"), _NESTED),
+    "nested tensor to Writer.save": (lambda d: _writer_save(_nested(), d), _NESTED),
+}
+
+
+def _add_frame(folder: Path, fps: float) -> None:
+    with tensorpng.Writer(folder) as writer:
+        writer.add_frame(_FRAMES[0], "clip.png", fps=fps)
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_CALLS))
+def test_numeric_options_and_odd_inputs_raise_tensorpng_errors(case: str, tmp_path: Path) -> None:
+    folder = tmp_path / "target"
+    folder.mkdir()
+    call, match = EDGE_CALLS[case]
+    with pytest.raises(TensorPNGError, match=match):
+        call(folder)
+    assert list(folder.iterdir()) == [], case
+
+
+def test_fps_that_is_no_positive_finite_number_is_an_option_error(tmp_path: Path) -> None:
+    for fps in (float("inf"), -float("inf"), float("nan"), 0, 0.0, -1, -2.5):
+        with pytest.raises(OptionError, match="fps is a positive, finite number"):
+            tensorpng.save_animation(_FRAMES, tmp_path / "x.png", fps=fps)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_masked_arrays_with_nothing_masked_are_their_data(tmp_path: Path) -> None:
+    """The mask is honoured, not dropped: with nothing masked the data is the image."""
+    data = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    plain = tensorpng.to_array(data)
+    np.testing.assert_array_equal(tensorpng.to_array(np.ma.array(data, mask=False)), plain)
+    specified = _masked_tensor(torch.from_numpy(data), torch.ones(4, 4, dtype=torch.bool))
+    np.testing.assert_array_equal(tensorpng.to_array(specified), plain)
+    with pytest.raises(tensorpng.ValueRangeError, match=r"4 of 16 values masked.*filled"):
+        tensorpng.to_array(_PARTLY_MASKED)
+
+
+def test_grid_options_torch_takes_stay_as_torchvision_gives_them() -> None:
+    """inf padding (clamped to white by save_image) and ints within the dtype are still taken."""
+    grid = tensorpng.make_grid(torch.zeros(2, 3, 2, 2), padding=1, pad_value=float("inf"))
+    assert torch.isinf(grid[:, 0, 0]).all() and grid[:, 1, 1].eq(0).all()
+    assert (
+        tensorpng.make_grid(torch.zeros(2, 3, 2, 2, dtype=torch.uint8), padding=1, pad_value=255)[0, 0, 0]
+        == 255
+    )
+    assert tensorpng.make_grid(_FLOAT_GRID, pad_value=-(10**19))[0, 0, 0] == -1e19

@@ -4,11 +4,15 @@ headless Chromium (skipped only where Chromium is not installed)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +105,93 @@ def test_header_is_read_without_the_pixels(tmp_path: Path) -> None:
     assert json.loads(header.texts["tensorpng"])["shape"] == [3, 5, 7, 4]
     (tmp_path / "not.png").write_bytes(b"nope")
     assert [e["path"] for e in build_index(tmp_path)] == ["a.png"]
+
+
+def _with_chunks_after_ihdr(path: Path, chunks: list[bytes]) -> None:
+    data = path.read_bytes()
+    end = 8 + 25  # signature, IHDR
+    path.write_bytes(data[:end] + b"".join(chunks) + data[end:])
+
+
+def _ztxt(key: bytes, inflated: int) -> bytes:
+    """A zTXt chunk of ``inflated`` zero bytes (about a thousandth of that in the file)."""
+    from tensorpng._png_chunks import chunk
+
+    return chunk(b"zTXt", key + b"\x00\x00" + zlib.compress(bytes(inflated), 9))
+
+
+def test_text_bombs_are_not_inflated_for_the_index(tmp_path: Path) -> None:
+    """64 zTXt chunks of other keys, each inflating to the 1 MiB per-chunk limit, were all
+    inflated and kept (64 MiB for a 70 KB file); only tensorpng's record is read now."""
+    (path,) = tensorpng.save(np.zeros((5, 7, 3), np.uint8), tmp_path / "a.png")
+    _with_chunks_after_ihdr(path, [_ztxt(f"bomb{i}".encode(), 1 << 20) for i in range(64)])
+    assert path.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        header = read_header(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak:,} bytes to read the header of a {path.stat().st_size:,}-byte file"
+    assert header is not None and list(header.texts) == ["tensorpng"]
+    assert json.loads(header.texts["tensorpng"])["shape"] == [5, 7, 3]
+    (entry,) = build_index(tmp_path)
+    assert entry["shape"] == [5, 7, 3] and entry["mapping"] == "copy"  # the caption is still read
+
+
+def test_many_record_chunks_cost_a_bounded_number_of_inflates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later record chunk replaces an earlier one, so 300 of them were each inflated (300 MiB
+    of work for a 300 KB file); the record's text is now capped in all, and refused past it."""
+    (path,) = tensorpng.save(np.zeros((5, 7), np.uint8), tmp_path / "a.png")
+    _with_chunks_after_ihdr(path, [_ztxt(b"tensorpng", 1 << 20)] * 300)
+    inflaters = 0
+    real = zlib.decompressobj
+
+    def counting(*args: object) -> object:
+        nonlocal inflaters
+        inflaters += 1
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zlib, "decompressobj", counting)
+    header = read_header(path)
+    assert inflaters <= 8, f"{inflaters} record chunks inflated"
+    assert header is not None and (header.width, header.height, header.channels) == (7, 5, 1)
+    assert header.texts == {}  # the record was refused: the image has no caption, no error
+    (entry,) = build_index(tmp_path)
+    assert entry["width"] == 7 and "shape" not in entry
+
+
+def test_a_named_pipe_among_the_images_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO named like a PNG blocked the gallery forever in open(); a link to one too."""
+    root = tmp_path / "out"
+    tensorpng.save(np.zeros((2, 4, 4, 3), np.uint8), root / "{index}.png")
+    os.mkfifo(root / "stuck.png")
+    (root / "link.png").symlink_to(root / "stuck.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorpng", "gallery", str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        timeout=120,  # a hang fails the test here, instead of hanging the suite
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 images" in result.stdout
+    assert "skipped 2 entries" in result.stderr and "stuck.png: a named pipe (FIFO)" in result.stderr
+    assert "link.png: a symbolic link to a named pipe" in result.stderr
+    names = [image["path"] for image in json.loads((root / "index.json").read_text())["images"]]
+    assert names == ["0.png", "1.png"]
+
+
+def test_the_page_must_not_be_a_folder(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    tensorpng.save(np.zeros((4, 4), np.uint8), root / "a.png")
+    (tmp_path / "site").mkdir()
+    with pytest.raises(tensorpng.PathError, match=r"site is a folder; name the page"):
+        write_gallery(root, tmp_path / "site")
+    assert list((tmp_path / "site").iterdir()) == [] and sorted(p.name for p in root.iterdir()) == ["a.png"]
 
 
 def test_cli_writes_the_page_and_the_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

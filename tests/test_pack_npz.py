@@ -225,3 +225,91 @@ def test_long_non_ascii_output_name_and_our_temporary_name(
     assert pack_npz(tmp_path / "in", out) == 1
     assert np.load(out)["arr_0"].shape == (1, 4, 5, 3)
     assert len(opened) == 1 and TEMP_NAME.match(opened[0]), opened
+
+
+def _pack_in_subprocess(folder: Path, output: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tensorpng", "pack-npz", str(folder), "-o", str(output)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,  # a hang fails the test here, instead of hanging the suite
+        check=False,
+    )
+
+
+def test_a_named_pipe_among_the_samples_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO named like a sample blocked pack-npz forever in open(); so did a link to one."""
+    samples = tmp_path / "s"
+    images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    tensorpng.save(images, samples / "{index}.png")
+    os.mkfifo(samples / "stuck.png")
+    (samples / "link.png").symlink_to(samples / "stuck.png")
+    result = _pack_in_subprocess(samples, tmp_path / "out.npz")
+    assert result.returncode == 0, result.stderr
+    assert "warning: skipped 2 entries under" in result.stderr, result.stderr
+    assert "stuck.png: a named pipe (FIFO)" in result.stderr
+    assert "link.png: a symbolic link to a named pipe (FIFO)" in result.stderr
+    assert "2 images packed" in result.stderr
+    with np.load(tmp_path / "out.npz") as npz:
+        np.testing.assert_array_equal(npz["arr_0"], images)
+
+
+def test_a_pipe_swapped_in_after_the_walk_is_refused(tmp_path: Path) -> None:
+    """The check is repeated on the open descriptor: a file replaced by a FIFO between the
+    walk and the read is a ReadError naming it, not a hang (a watchdog unblocks a hang)."""
+    import threading
+
+    from tensorpng._npz import read_size
+
+    fifo = tmp_path / "swapped.png"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | tuple[int, int]] = []
+
+    def read() -> None:
+        try:
+            outcome.append(read_size(fifo))
+        except BaseException as error:
+            outcome.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    if reader.is_alive():  # blocked in open(): open the write end so that it returns
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+        pytest.fail("read_size blocked on a named pipe")
+    (error,) = outcome
+    assert isinstance(error, tensorpng.ReadError), error
+    assert "swapped.png" in str(error) and "named pipe" in str(error)
+
+
+def test_a_file_where_the_output_folder_should_be(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """mkdir ran outside the try: a file in the way raised a raw FileExistsError."""
+    tensorpng.save(np.zeros((4, 4, 3), np.uint8), tmp_path / "s" / "a.png")
+    (tmp_path / "blocker").write_bytes(b"a file, not a folder")
+    with pytest.raises(tensorpng.WriteError, match=r"blocker/x\.npz: .*blocker is a file, not a folder"):
+        pack_npz(tmp_path / "s", tmp_path / "blocker" / "x.npz")
+    with pytest.raises(tensorpng.WriteError, match=r"blocker is a file"):
+        pack_npz(tmp_path / "s", tmp_path / "blocker" / "deeper" / "x.npz")
+    assert main(["pack-npz", str(tmp_path / "s"), "-o", str(tmp_path / "blocker" / "x.npz")]) == 1
+    assert "blocker is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "blocker").read_bytes() == b"a file, not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "s"]
+
+
+def test_the_output_must_not_be_a_folder(tmp_path: Path) -> None:
+    tensorpng.save(np.zeros((4, 4, 3), np.uint8), tmp_path / "s" / "a.png")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(tensorpng.PathError, match=r"out is a folder; name the \.npz file"):
+        pack_npz(tmp_path / "s", tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_library_options_are_checked(tmp_path: Path) -> None:
+    tensorpng.save(np.zeros((4, 4, 3), np.uint8), tmp_path / "s" / "a.png")
+    for options in ({"count": "3"}, {"count": 1.5}, {"workers": -1}, {"workers": 2.0}):
+        with pytest.raises(OptionError, match="count|workers"):
+            pack_npz(tmp_path / "s", tmp_path / "o.npz", **options)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]

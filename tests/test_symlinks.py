@@ -90,3 +90,51 @@ def test_save_follows_the_callers_own_symlinks(tmp_path: Path, outside: Path) ->
     link.symlink_to(outside, target_is_directory=True)
     tensorpng.save(IMAGE, link / "a.png")
     assert (outside / "a.png").is_file()
+
+
+# ---- folders read by pack-npz and gallery: dangling links are skipped and named ----------------
+
+
+def _samples_with_links(tmp_path: Path, outside: Path) -> Path:
+    """Two samples, a link to a sample kept elsewhere (read), and a dangling link (skipped)."""
+    samples = tmp_path / "samples"
+    tensorpng.save(np.full((2, 4, 4, 3), 7, np.uint8), samples / "{index}.png")
+    tensorpng.save(np.full((4, 4, 3), 9, np.uint8), outside / "kept.png")
+    (samples / "2.png").symlink_to(outside / "kept.png")
+    (samples / "3.png").symlink_to(outside / "gone.png")
+    return samples
+
+
+def test_pack_npz_skips_a_dangling_link_and_names_it(
+    tmp_path: Path, outside: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tensorpng._npz import pack_npz
+    from tensorpng.cli import main
+
+    samples = _samples_with_links(tmp_path, outside)
+    with pytest.warns(
+        UserWarning, match=r"skipped 1 entry under .*samples.*3\.png: a symbolic link to nothing"
+    ):
+        assert pack_npz(samples, tmp_path / "out.npz") == 3
+    with np.load(tmp_path / "out.npz") as npz:
+        assert npz["arr_0"][:, 0, 0, 0].tolist() == [7, 7, 9]  # the link to a file is followed
+    assert main(["pack-npz", str(samples), "-o", str(tmp_path / "cli.npz"), "-q"]) == 0
+    assert "warning: skipped 1 entry" in capsys.readouterr().err
+
+
+def test_gallery_skips_a_dangling_link_and_names_it(
+    tmp_path: Path, outside: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from tensorpng._gallery import write_gallery
+    from tensorpng.cli import main
+
+    samples = _samples_with_links(tmp_path, outside)
+    with pytest.warns(UserWarning, match=r"3\.png: a symbolic link to nothing \(dangling\); they are not in"):
+        page = write_gallery(samples)
+    index = json.loads((page.parent / "index.json").read_text())
+    assert [image["path"] for image in index["images"]] == ["0.png", "1.png", "2.png"]
+    assert main(["gallery", str(samples)]) == 0
+    captured = capsys.readouterr()
+    assert "3 images" in captured.out and "gallery: warning: skipped 1 entry" in captured.err
