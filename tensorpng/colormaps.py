@@ -22,7 +22,6 @@ import numpy as np
 
 from .arrays import is_torch_tensor, torch_module
 from .errors import DTypeError, OptionError, ShapeError
-from .metadata import RecordError
 
 COLORMAPS: tuple[str, ...] = ("viridis", "magma", "inferno", "plasma", "cividis", "turbo", "gray")
 TABLE_SIZE = 256
@@ -163,6 +162,11 @@ _SEARCH_BLOCK = 1 << 10  # off-table colours per step of the nearest search (102
 _HASH_SHIFT = 16  # table colours are found in 2**16 hash slots
 
 
+class NotAColormapImage(ValueError):
+    """Pixels with more colours outside a colormap's table than :data:`MAX_OFF_TABLE_COLORS`
+    (internal: ``load`` ignores the record that says they are a colormap image)."""
+
+
 def _keys(pixels: np.ndarray) -> np.ndarray:
     """RGB bytes (``P x 3`` or more channels, uint8) packed into uint32 keys ``0xRRGGBB``."""
     keys = pixels[:, 0].astype(np.uint32) << 16
@@ -221,8 +225,8 @@ class TablePositions:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Positions (float64, ``P``) of ``P x C`` uint8 pixels (C >= 3: alpha is ignored).
 
-        Raises :class:`~tensorpng.metadata.RecordError` past :data:`MAX_OFF_TABLE_COLORS`
-        colours outside the table.
+        Raises :class:`NotAColormapImage` past :data:`MAX_OFF_TABLE_COLORS` colours outside
+        the table.
         """
         keys = _keys(pixels)
         slots = keys * self.inverse.multiplier  # wraps around: uint32 arithmetic
@@ -244,7 +248,7 @@ class TablePositions:
     def _learn(self, colors: np.ndarray) -> None:
         """Find the nearest table colour of each of ``colors`` (sorted, none known yet)."""
         if len(self.known) + len(colors) > MAX_OFF_TABLE_COLORS:
-            raise RecordError(
+            raise NotAColormapImage(
                 f"its pixels hold more than {MAX_OFF_TABLE_COLORS:,} colours that are not in "
                 f"{self.name}'s table (not a colormap image)"
             )

@@ -24,7 +24,7 @@ import numpy as np
 from ._decoders import MAX_IMAGE_PIXELS, check_max_pixels, check_pixels, decode, palette_colors
 from ._png_chunks import Container, inflate_image_data, read_container
 from ._png_text import read_texts
-from .colormaps import TablePositions
+from .colormaps import NotAColormapImage, TablePositions
 from .errors import (
     DecodeError,
     MissingFileError,
@@ -107,7 +107,10 @@ def _undo_mapping(samples: np.ndarray, entry: MappingRecord) -> np.ndarray:
             "this grid was scaled per image; load returns its samples in [0, 1]", RuntimeWarning, stacklevel=3
         )
     if mapping == "colormap":
-        return _undo_affine(samples, entry, 255, TablePositions(str(entry.cmap)))
+        try:
+            return _undo_affine(samples, entry, 255, TablePositions(str(entry.cmap)))
+        except NotAColormapImage as error:
+            raise RecordError(str(error)) from None
     return _undo_affine(samples, entry, (1 << entry.bits) - 1)
 
 
@@ -278,10 +281,15 @@ def load(
         16-bit files of floats in [0, 1] come back within 1/65535, 8-bit within 1/255.
 
         A record that tensorpng would not write (an unknown dtype, layout or mapping, a shape
-        out of bounds, JSON too large or too deep) or that does not match the file's IHDR
-        (bit depth, size, channels; e.g. a 16-bit file re-encoded at 8 bits with its text
-        kept) is ignored with a :class:`~tensorpng.errors.RecordWarning`, and the raw
-        samples are returned: the pixels are sound, only their interpretation is lost.
+        out of bounds, JSON too large or too deep), that does not match the file's IHDR
+        (bit depth, size, channels, a grid's geometry; e.g. a 16-bit file re-encoded at 8
+        bits with its text kept) or its samples (integers or bools that the record's dtype
+        cannot hold, outside a grid's padding; a colormap image with more than 65,536
+        colours not in the colormap), or whose numbers take values past the range of its
+        float dtype (inf or NaN) is ignored with a :class:`~tensorpng.errors.RecordWarning`,
+        and the raw samples are returned: the pixels are sound, only their interpretation
+        is lost. Colours of an edited colormap image that are not in the colormap map to
+        the nearest colour that is.
 
     Raises:
         DecodeError: not a PNG, corrupt (bad CRC, cut, image data of the wrong size), more
