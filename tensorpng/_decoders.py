@@ -171,16 +171,16 @@ def decode(container: Container, *, indices: bool = False) -> np.ndarray:
             raise DecodeError("a pixel of the palette PNG has an index past its PLTE entries")
         if indices:
             return values
-        return _palette_colors(values, container)
+        return palette_colors(values, container)
     if low_gray:
         gray = values * np.uint8(255 // ((1 << header.bit_depth) - 1))
         if container.transparency is None:
             return gray
-        alpha = _transparent(values[..., None], container.transparency, 1, np.dtype(np.uint8))
+        alpha = _transparent(values[..., None], container.transparency, header.bit_depth, np.dtype(np.uint8))
         return np.stack([gray, alpha], axis=-1)
     if container.transparency is not None:
         image = values if values.ndim == 3 else values[..., None]
-        alpha = _transparent(image, container.transparency, image.shape[2], values.dtype)
+        alpha = _transparent(image, container.transparency, header.bit_depth, values.dtype)
         return np.concatenate([image, alpha[..., None]], axis=-1)
     return values
 
@@ -199,7 +199,8 @@ def _check_form(values: np.ndarray, container: Container) -> np.ndarray:
     return values
 
 
-def _palette_colors(values: np.ndarray, container: Container) -> np.ndarray:
+def palette_colors(values: np.ndarray, container: Container) -> np.ndarray:
+    """The colours (RGB, or RGBA with tRNS) of a palette PNG's indices."""
     colors = np.frombuffer(container.palette or b"", np.uint8).reshape(-1, 3)
     if container.transparency is None:
         return colors[values]
@@ -208,9 +209,18 @@ def _palette_colors(values: np.ndarray, container: Container) -> np.ndarray:
     return np.concatenate([colors, alphas[:, None]], axis=1)[values]
 
 
-def _transparent(image: np.ndarray, trns: bytes, channels: int, dtype: np.dtype) -> np.ndarray:
-    """Alpha of gray or RGB samples: 0 where a pixel equals tRNS's colour, else the maximum."""
-    key = np.frombuffer(trns, ">u2")[:channels].tolist()
+def _transparent(image: np.ndarray, trns: bytes, bit_depth: int, dtype: np.dtype) -> np.ndarray:
+    """Alpha of gray or RGB samples (``H x W x C``, the stored values): 0 where a pixel equals
+    tRNS's colour, else the maximum of ``dtype``.
+
+    tRNS holds 16 bits a sample. A key with bits past the depth (0x00FF in a 4-bit file; the
+    specification says they are 0) is cut to its low ``bit_depth`` bits, as libpng does when it
+    expands tRNS (``png_do_expand``), so imagecodecs and every backend here agree. Others differ
+    (Pillow matches some such keys against samples scaled to 8 bits, pypng matches none).
+    """
+    channels = image.shape[2]
+    mask = (1 << bit_depth) - 1
+    key = [value & mask for value in np.frombuffer(trns, ">u2")[:channels].tolist()]
     match = np.ones(image.shape[:2], dtype=bool)
     for channel, value in enumerate(key):  # one boolean plane at a time, no wide copy
         match &= image[..., channel] == value

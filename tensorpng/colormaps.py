@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -151,3 +151,118 @@ def apply_colormap_torch(samples: Any, name: str) -> Any:
     table = _torch_table(_canonical(name), samples.device)
     # Index with int64: a uint8 index tensor would be read as a boolean mask.
     return table[samples.reshape(shape).long()]
+
+
+# Undoing a colormap (load). A file tensorpng wrote holds only table colours; an edited one
+# (resized, re-encoded) holds others, each mapped to its nearest table colour. Finding that
+# costs a pass over the table per colour, so only this many distinct colours outside the table
+# are looked up; past it the file is not a colormap image (``load`` ignores its record).
+MAX_OFF_TABLE_COLORS = 1 << 16
+_SEARCH_BLOCK = 1 << 10  # off-table colours per step of the nearest search (1024 x 256 int32)
+_HASH_SHIFT = 16  # table colours are found in 2**16 hash slots
+
+
+class NotAColormapImage(ValueError):
+    """Pixels with more colours outside a colormap's table than :data:`MAX_OFF_TABLE_COLORS`
+    (internal: ``load`` ignores the record that says they are a colormap image)."""
+
+
+def _keys(pixels: np.ndarray) -> np.ndarray:
+    """RGB bytes (``P x 3`` or more channels, uint8) packed into uint32 keys ``0xRRGGBB``."""
+    keys = pixels[:, 0].astype(np.uint32) << 16
+    keys |= pixels[:, 1].astype(np.uint32) << 8
+    keys |= pixels[:, 2]
+    return keys
+
+
+class _Inverse(NamedTuple):
+    """A table's colours by a multiplicative hash (``key * multiplier >> 16``, no collisions),
+    their positions (the middle of a colour's entries), and the table for nearest searches."""
+
+    multiplier: np.uint32
+    slot_keys: np.ndarray  # 65536 uint32: the colour in each slot, or 2**32 - 1 (no pixel's key)
+    slot_positions: np.ndarray  # 65536 float64
+    table: np.ndarray  # 256 x 3 int32
+    middle: np.ndarray  # 256 float64: each entry's colour's position
+
+
+@cache
+def _inverse(name: str) -> _Inverse:
+    table = _table(name)
+    colors, which = np.unique(_keys(table), return_inverse=True)
+    middle = np.bincount(which, weights=np.arange(TABLE_SIZE)) / np.bincount(which)
+    # A random odd multiplier spreads 256 colours over 65536 slots without a collision about
+    # half the time; the candidates are fixed, so each table gets the same one every run.
+    for multiplier in np.random.default_rng(0).integers(0, 1 << 31, 64, dtype=np.uint32) * 2 + 1:
+        slots = (colors * multiplier) >> _HASH_SHIFT
+        if len(np.unique(slots)) == len(colors):
+            break
+    else:  # pragma: no cover - 64 failures in a row: odds below 2**-60
+        raise AssertionError(f"no collision-free hash for colormap {name!r}")
+    slot_keys = np.full(1 << (32 - _HASH_SHIFT), 0xFFFFFFFF, np.uint32)
+    slot_keys[slots] = colors
+    slot_positions = np.zeros(len(slot_keys))
+    slot_positions[slots] = middle
+    return _Inverse(multiplier, slot_keys, slot_positions, table.astype(np.int32), middle[which])
+
+
+class TablePositions:
+    """The position in colormap ``name``'s table of RGB pixels, block by block (``load``).
+
+    A colour the table holds more than once (neighbouring entries that round to the same
+    bytes) maps to the mean of its positions, the middle of the values it stands for; a colour
+    it lacks to its nearest table colour's. Time and memory are linear in the pixels of a
+    block: table colours through a hash table, other colours through the ones already found
+    (a binary search), and at most :data:`MAX_OFF_TABLE_COLORS` nearest searches in all.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = _canonical(name)
+        self.inverse = _inverse(self.name)
+        self.known = np.empty(0, np.uint32)  # off-table colours found so far, sorted
+        self.known_positions = np.empty(0, np.float64)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Positions (float64, ``P``) of ``P x C`` uint8 pixels (C >= 3: alpha is ignored).
+
+        Raises :class:`NotAColormapImage` past :data:`MAX_OFF_TABLE_COLORS` colours outside
+        the table.
+        """
+        keys = _keys(pixels)
+        slots = keys * self.inverse.multiplier  # wraps around: uint32 arithmetic
+        slots >>= _HASH_SHIFT
+        positions = self.inverse.slot_positions[slots]
+        missing = np.flatnonzero(self.inverse.slot_keys[slots] != keys)
+        if missing.size:
+            positions[missing] = self._off_table(keys[missing])
+        return positions
+
+    def _off_table(self, keys: np.ndarray) -> np.ndarray:
+        slots = np.minimum(np.searchsorted(self.known, keys), max(len(self.known) - 1, 0))
+        new = keys if not len(self.known) else keys[self.known[slots] != keys]
+        if new.size:
+            self._learn(np.unique(new))
+            slots = np.searchsorted(self.known, keys)
+        return self.known_positions[slots]
+
+    def _learn(self, colors: np.ndarray) -> None:
+        """Find the nearest table colour of each of ``colors`` (sorted, none known yet)."""
+        if len(self.known) + len(colors) > MAX_OFF_TABLE_COLORS:
+            raise NotAColormapImage(
+                f"its pixels hold more than {MAX_OFF_TABLE_COLORS:,} colours that are not in "
+                f"{self.name}'s table (not a colormap image)"
+            )
+        found = np.empty(len(colors), np.float64)
+        for start in range(0, len(colors), _SEARCH_BLOCK):
+            block = colors[start : start + _SEARCH_BLOCK]
+            distances = np.zeros((len(block), TABLE_SIZE), np.int32)  # at most 3 x 255**2
+            for channel, shift in enumerate((16, 8, 0)):
+                values = ((block >> shift) & 255).astype(np.int32)
+                difference = values[:, None] - self.inverse.table[None, :, channel]
+                difference *= difference
+                distances += difference
+            found[start : start + len(block)] = self.inverse.middle[np.argmin(distances, axis=1)]
+        known = np.concatenate([self.known, colors])
+        order = np.argsort(known, kind="stable")
+        self.known = known[order]
+        self.known_positions = np.concatenate([self.known_positions, found])[order]

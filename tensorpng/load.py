@@ -21,9 +21,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ._decoders import MAX_IMAGE_PIXELS, check_max_pixels, check_pixels, decode
+from ._decoders import MAX_IMAGE_PIXELS, check_max_pixels, check_pixels, decode, palette_colors
 from ._png_chunks import Container, inflate_image_data, read_container
 from ._png_text import read_texts
+from .colormaps import NotAColormapImage, TablePositions
 from .errors import (
     DecodeError,
     MissingFileError,
@@ -34,7 +35,7 @@ from .errors import (
 )
 from .metadata import METADATA_KEY, MappingRecord, RecordError
 
-_TABLE_BLOCK = 1 << 12  # colours per step of the nearest-colour search (4096 x 256 distances)
+_BLOCK = 1 << 16  # pixels per step of undoing an affine mapping: 512 KiB of float64 a channel
 
 
 def read_text(source: Source) -> dict[str, str]:
@@ -88,67 +89,122 @@ def _read(source: Source) -> tuple[bytes, str]:
         raise ReadError(f"cannot read {source!r}: {error}") from error
 
 
-def _table_positions(image: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """The position in ``table`` (K x 3 uint8) of each RGB pixel's color, as float64.
-
-    A color the table holds more than once (colormaps whose neighbouring entries round to
-    the same bytes) maps to the mean of its positions, the middle of the values it stands
-    for; a color it lacks (an edited file) to its nearest table color's, found for all such
-    colors at once, in blocks (time and memory linear in the pixels).
-    """
-    rgb = image[..., :3].reshape(-1, 3).astype(np.int64)
-    keys = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    table64 = table.astype(np.int64)
-    table_keys = (table64[:, 0] << 16) | (table64[:, 1] << 8) | table64[:, 2]
-    colors, which = np.unique(table_keys, return_inverse=True)
-    middle = np.bincount(which, weights=np.arange(len(table_keys))) / np.bincount(which)
-    unique, inverse = np.unique(keys, return_inverse=True)
-    slots = np.minimum(np.searchsorted(colors, unique), len(colors) - 1)
-    found = middle[slots]
-    missing = np.flatnonzero(colors[slots] != unique)
-    for start in range(0, len(missing), _TABLE_BLOCK):
-        block = missing[start : start + _TABLE_BLOCK]
-        pixels = np.stack([(unique[block] >> shift) & 255 for shift in (16, 8, 0)], axis=1)
-        distances = sum((pixels[:, None, c] - table64[None, :, c]) ** 2 for c in range(3))
-        found[block] = middle[which[np.argmin(distances, axis=1)]]
-    return found[inverse.reshape(-1)].reshape(image.shape[:2])
-
-
 def _undo_mapping(samples: np.ndarray, entry: MappingRecord) -> np.ndarray:
     """Values in the caller's original space from decoded samples and their record."""
     mapping = entry.mapping
-    maximum = float((1 << entry.bits) - 1)
-    dtype = entry.dtype
-    if mapping == "palette":  # ``samples`` are the indices
-        return samples.astype(_numpy_dtype(dtype, fallback="int64"))
-    if mapping == "colormap":
-        from .colormaps import colormap_table
-
-        samples = _table_positions(samples, colormap_table(str(entry.cmap)))
-        maximum = 255.0
-        mapping = "affine"
-    if mapping == "copy":
-        return samples.astype(_numpy_dtype(dtype, fallback=str(samples.dtype)))
+    if mapping in ("palette", "copy"):  # palette: ``samples`` are the indices
+        dtype = _numpy_dtype(entry.dtype, fallback="int64")  # integer and bool names only
+        _check_fits(samples, entry, dtype)
+        return samples.astype(dtype)
     if mapping == "bool":
         return samples > 0
     if mapping == "widen":
         return ((samples.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if mapping == "narrow":
         return samples.astype(np.uint16) * np.uint16(257)
-    values = samples.astype(np.float64) / maximum
-    value_range = entry.value_range
     if entry.per_image_range:
         warnings.warn(
             "this grid was scaled per image; load returns its samples in [0, 1]", RuntimeWarning, stacklevel=3
         )
-    elif value_range and value_range[0] is not None and value_range[1] is not None:
-        low, high = float(value_range[0]), float(value_range[1])
-        values = low + values * (high - low)
-        channels = 1 if values.ndim == 2 else values.shape[2]
-        mean = _per_channel(entry.mean or (0.0,), channels, "mean")
-        std = _per_channel(entry.std or (1.0,), channels, "std")
-        values = (values - mean) / std if values.ndim == 3 else (values - mean[0]) / std[0]
-    return values.astype(_numpy_dtype(dtype, fallback="float32") if dtype.startswith("float") else np.float32)
+    if mapping == "colormap":
+        try:
+            return _undo_affine(samples, entry, 255, TablePositions(str(entry.cmap)))
+        except NotAColormapImage as error:
+            raise RecordError(str(error)) from None
+    return _undo_affine(samples, entry, (1 << entry.bits) - 1)
+
+
+def _check_fits(samples: np.ndarray, entry: MappingRecord, dtype: np.dtype[Any]) -> None:
+    """Raise :class:`RecordError` unless every sample of the images is a value of ``dtype``:
+    a record saying int8 or bool of a file with larger samples would wrap them."""
+    top = 1 if dtype.kind == "b" else int(np.iinfo(dtype).max)
+    if top >= np.iinfo(samples.dtype).max:
+        return
+    largest = _image_max(samples, entry)
+    if largest > top:
+        raise RecordError(
+            f"it says {entry.mapping} of {entry.dtype} values, at most {top}, but the PNG holds samples "
+            f"up to {largest}"
+        )
+
+
+def _image_max(samples: np.ndarray, entry: MappingRecord) -> int:
+    """The largest sample of the images, not counting a grid's padding (``pad_value=1`` pads
+    int8 grids with 255: not a value, and it may wrap)."""
+    if entry.grid is None or entry.grid[0] == 1:
+        return int(samples.max(initial=0))
+    count, nrow, padding = entry.grid
+    height, width = entry.image_size()
+    columns = min(nrow, count)
+    rows = -(-count // columns)
+    # The grid's geometry was checked against IHDR: its cells are a view, tiles x rows x columns.
+    body = samples[
+        padding : padding + rows * (height + padding), padding : padding + columns * (width + padding)
+    ]
+    tiles = body.reshape(rows, height + padding, columns, width + padding, *samples.shape[2:])
+    tiles = tiles[:, :height, :, :width]
+    last = count - (rows - 1) * columns  # images in the last row; the other cells are padding
+    return max(int(tiles[: rows - 1].max(initial=0)), int(tiles[rows - 1, :, :last].max(initial=0)))
+
+
+def _undo_affine(
+    samples: np.ndarray, entry: MappingRecord, maximum: int, positions: TablePositions | None = None
+) -> np.ndarray:
+    """``(samples / maximum * (high - low) + low - mean) / std`` in the record's float dtype
+    (float32 for others), with ``positions`` first for a colormap: computed in float64 a block
+    of pixels at a time, so the memory is that of the result and the samples."""
+    dtype = entry.dtype
+    out_dtype = _numpy_dtype(dtype, fallback="float32") if dtype.startswith("float") else np.dtype(np.float32)
+    shape = samples.shape[:2] if positions is not None else samples.shape
+    steps = _affine_steps(entry, 1 if len(shape) == 2 else shape[2], out_dtype)
+    pixels = np.ascontiguousarray(samples).reshape(shape[0] * shape[1], -1)
+    out = np.empty(shape, out_dtype)
+    flat = out.reshape(len(pixels), -1)
+    # the parameters were checked to keep every value finite; a float error here is a bug in that
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        for start in range(0, len(pixels), _BLOCK):
+            part = pixels[start : start + _BLOCK]
+            values = positions(part)[:, None] if positions is not None else part.astype(np.float64)
+            values /= maximum
+            if steps is not None:
+                span, low, mean, std = steps
+                values *= span
+                values += low
+                values -= mean
+                values /= std
+            flat[start : start + len(part)] = values
+    return out
+
+
+def _affine_steps(
+    entry: MappingRecord, channels: int, out_dtype: np.dtype[Any]
+) -> tuple[float, float, np.ndarray, np.ndarray] | None:
+    """``(high - low, low, mean, std)`` of the record (None: values stay in [0, 1]), refused
+    with :class:`RecordError` when they take a value past the range of ``out_dtype``.
+
+    The steps are monotonic in each channel, so the values of samples 0 and the maximum bound
+    all others: checking those two keeps inf and NaN (and NumPy's warnings) out of the result.
+    """
+    value_range = entry.value_range
+    if entry.per_image_range or not value_range or value_range[0] is None or value_range[1] is None:
+        return None
+    low, high = float(value_range[0]), float(value_range[1])
+    mean = _per_channel(entry.mean or (0.0,), channels, "mean")
+    std = _per_channel(entry.std or (1.0,), channels, "std")
+    ends = np.zeros((2, channels))
+    ends[1] = 1.0
+    with np.errstate(all="ignore"):
+        ends *= high - low
+        ends += low
+        ends -= mean
+        ends /= std
+        cast = ends.astype(out_dtype)
+    if not np.isfinite(cast).all():
+        raise RecordError(
+            f"its value_range {[low, high]}, mean {entry.mean} and std {entry.std} give values "
+            f"from {ends.min():g} to {ends.max():g}, past the range of {out_dtype}"
+        )
+    return high - low, low, mean, std
 
 
 def _per_channel(values: tuple[float, ...], channels: int, name: str) -> np.ndarray:
@@ -225,10 +281,15 @@ def load(
         16-bit files of floats in [0, 1] come back within 1/65535, 8-bit within 1/255.
 
         A record that tensorpng would not write (an unknown dtype, layout or mapping, a shape
-        out of bounds, JSON too large or too deep) or that does not match the file's IHDR
-        (bit depth, size, channels; e.g. a 16-bit file re-encoded at 8 bits with its text
-        kept) is ignored with a :class:`~tensorpng.errors.RecordWarning`, and the raw
-        samples are returned: the pixels are sound, only their interpretation is lost.
+        out of bounds, JSON too large or too deep), that does not match the file's IHDR
+        (bit depth, size, channels, a grid's geometry; e.g. a 16-bit file re-encoded at 8
+        bits with its text kept) or its samples (integers or bools that the record's dtype
+        cannot hold, outside a grid's padding; a colormap image with more than 65,536
+        colours not in the colormap), or whose numbers take values past the range of its
+        float dtype (inf or NaN) is ignored with a :class:`~tensorpng.errors.RecordWarning`,
+        and the raw samples are returned: the pixels are sound, only their interpretation
+        is lost. Colours of an edited colormap image that are not in the colormap map to
+        the nearest colour that is.
 
     Raises:
         DecodeError: not a PNG, corrupt (bad CRC, cut, image data of the wrong size), more
@@ -249,7 +310,7 @@ def load(
         samples = decode(container, indices=entry is not None and entry.mapping == "palette")
     except MemoryError:
         raise DecodeError(f"{label} is too large to decode in the memory available") from None
-    values, torch_wanted = _values(samples, entry, as_tensor, label)
+    values, torch_wanted, entry = _values(samples, entry, as_tensor, label, container)
     if not torch_wanted:
         return values
     try:
@@ -265,8 +326,14 @@ def load(
 
 
 def _values(
-    samples: np.ndarray, entry: MappingRecord | None, as_tensor: bool | None, path: object
-) -> tuple[np.ndarray, bool]:
+    samples: np.ndarray,
+    entry: MappingRecord | None,
+    as_tensor: bool | None,
+    path: object,
+    container: Container,
+) -> tuple[np.ndarray, bool, MappingRecord | None]:
+    """The result as an array, whether it becomes a tensor, and the record used (None: the
+    file's record was ignored here, and its raw samples are returned)."""
     torch_wanted = as_tensor
     if as_tensor is None:
         torch_wanted = bool(entry and entry.framework == "torch" and "torch" in sys.modules)
@@ -280,11 +347,13 @@ def _values(
                 layout = "HWC" if values.ndim == 3 else "HW"
         except (RecordError, TensorPNGError) as error:
             _ignored(path, str(error))
-            return _values(samples, None, as_tensor, path)
+            if entry.mapping == "palette":  # the raw samples of a palette PNG are its colours
+                samples = palette_colors(samples, container)
+            return _values(samples, None, as_tensor, path, container)
     if values.ndim == 3 and layout == "CHW":
         values = np.ascontiguousarray(values.transpose(2, 0, 1))
     elif values.ndim == 2 and layout == "CHW":  # one channel: 1 x H x W
         values = values[None]
     elif values.ndim == 2 and layout == "HWC":
         values = values[..., None]
-    return values, bool(torch_wanted)
+    return values, bool(torch_wanted), entry

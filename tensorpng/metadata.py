@@ -126,14 +126,33 @@ class MappingRecord:
                 raise RecordError("it says colormap but the PNG is not 8-bit RGB")
         elif color_type == 3 or bit_depth != self.bits:
             raise RecordError(f"it says {self.bits}-bit samples but the PNG holds {bit_depth}-bit ones")
+        height_width = self.image_size()
         if self.grid is not None:
-            return
-        sizes = dict(zip(self.layout, self.shape, strict=True))
-        if (sizes["H"], sizes["W"]) != (height, width):
-            raise RecordError(f"it says {sizes['H']} x {sizes['W']} but the PNG is {height} x {width}")
-        expected = sizes.get("C", 1)
+            height_width = _grid_size(self.grid, *height_width)
+        if height_width != (height, width):
+            what = "its grid is" if self.grid is not None else "it says"
+            raise RecordError(
+                f"{what} {height_width[0]} x {height_width[1]} but the PNG is {height} x {width}"
+            )
+        expected = dict(zip(self.layout, self.shape, strict=True)).get("C", 1)
         if self.mapping not in ("colormap", "palette") and expected != channels:
             raise RecordError(f"it says {expected} channels but the PNG has {channels}")
+
+    def image_size(self) -> tuple[int, int]:
+        """Height and width of one image (a tile of a grid), from the shape and layout."""
+        sizes = dict(zip(self.layout, self.shape, strict=True))
+        return sizes["H"], sizes["W"]
+
+
+def _grid_size(grid: tuple[int, int, int], height: int, width: int) -> tuple[int, int]:
+    """The size of a grid of images of ``height x width`` (:func:`tensorpng.grid.grid_shape`
+    without its memory bound: a record's numbers are only compared with IHDR's)."""
+    count, nrow, padding = grid
+    if count == 1:
+        return height, width
+    columns = min(nrow, count)
+    rows = -(-count // columns)
+    return rows * (height + padding) + padding, columns * (width + padding) + padding
 
 
 _FIELD_NAMES = tuple(field.name for field in fields(MappingRecord))
@@ -219,7 +238,10 @@ def _parse(entry: dict[str, Any]) -> MappingRecord:
     if grid is not None:
         if not isinstance(grid, dict):
             raise RecordError("its grid is not an object")
-        grid = tuple(_count(grid.get(key), f"grid {key}") for key in ("count", "nrow", "padding"))
+        grid = tuple(
+            _count(grid.get(key), f"grid {key}", low)
+            for key, low in (("count", 1), ("nrow", 1), ("padding", 0))
+        )
     scale = entry.get("scale")
     if scale is not None and scale not in ("image", "batch"):
         raise RecordError("its scale is not image, batch or null")
@@ -259,7 +281,7 @@ _MAPPING_FORMS: dict[str, tuple[frozenset[int], frozenset[str] | None]] = {
     "widen": (frozenset({16}), frozenset({"uint8"})),  # uint8 x 257
     "narrow": (frozenset({8}), frozenset({"uint16"})),  # uint16 / 257
     "bool": (frozenset({8, 16}), frozenset({"bool"})),
-    "copy": (frozenset({8, 16}), _INTEGERS | {"bool"}),
+    "copy": (frozenset({8, 16}), _INTEGERS),  # bool is written as "bool" (0 / max), or "palette"
     "palette": (frozenset({8}), _INTEGERS | {"bool"}),
     "colormap": (frozenset({8}), None),
     "affine": (frozenset({8, 16}), None),

@@ -176,3 +176,42 @@ def test_each_backend_alone_refuses_short_data_and_bad_crcs(
         with pytest.raises(tensorpng.DecodeError):
             tensorpng.load(path)
             pytest.fail(f"{backend} read {name}")
+
+
+def out_of_range_keys() -> dict[str, bytes]:
+    """Gray and RGB files whose tRNS key has bits past the bit depth (0x00FF in a 4-bit file):
+    libpng, and so imagecodecs, compares only the key's low ``depth`` bits."""
+    out: dict[str, bytes] = {}
+    for depth, key in ((1, 0x0003), (2, 0x0107), (4, 0x00FF), (4, 0x001F), (8, 0x0105), (8, 0xFF00)):
+        values = (np.arange(32) % (1 << depth)).astype(np.uint8).reshape(2, 16)
+        bits = np.unpackbits(values[..., None], axis=2)[..., 8 - depth :].reshape(2, -1)
+        out[f"gray{depth}-key{key:04x}"] = raw_png(
+            np.packbits(bits, axis=1), 16, 2, depth, 0, _chunk(b"tRNS", struct.pack(">H", key))
+        )
+    rgb = np.array([[[1, 2, 3], [1, 2, 3]], [[0, 0, 0], [1, 1, 1]]], np.uint8)
+    for key in ((0x0101, 2, 3), (1, 0x0102, 0x0003), (0xFF01, 0xFF02, 0xFF03)):
+        out["rgb8-key" + "-".join(f"{k:04x}" for k in key)] = raw_png(
+            rgb, 2, 2, 8, 2, _chunk(b"tRNS", struct.pack(">HHH", *key))
+        )
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_backend_alone_cuts_a_trns_key_to_the_bit_depth_as_libpng(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    monkeypatch.setenv("TENSORPNG_DECODER", backend)
+    for name, data in out_of_range_keys().items():
+        expected = np.asarray(imagecodecs.png_decode(data))
+        assert (expected[..., -1] == 0).any(), name  # the key matches some pixels
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        loaded = tensorpng.load(path)
+        assert loaded.dtype == expected.dtype and loaded.shape == expected.shape, (name, loaded.shape)
+        np.testing.assert_array_equal(loaded, expected, err_msg=name)
+        if "8-" in name:  # at 8 bits Pillow (its own reader, not libpng) agrees
+            with Image.open(io.BytesIO(data)) as image:
+                alpha = np.asarray(image.convert("LA" if name.startswith("gray") else "RGBA"))[..., -1]
+            np.testing.assert_array_equal(loaded[..., -1], alpha, err_msg=name)

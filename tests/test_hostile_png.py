@@ -170,3 +170,32 @@ def test_records_are_bounded_json(tmp_path: Path) -> None:
     path.write_bytes(tensorpng.png.encode_png(np.zeros((2, 2), np.uint8), text={"tensorpng": record}))
     with pytest.warns(tensorpng.RecordWarning, match="characters"):
         tensorpng.load(path)
+
+
+def test_inflating_one_big_idat_chunk_copies_its_input_a_bounded_number_of_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each bounded inflate step copies the input it has not consumed yet: given a whole
+    4 MB IDAT chunk, that was 4 MB per 64 KiB of output (quadratic: 6 s for a 50 MB file)."""
+    from tensorpng import _png_chunks
+
+    given: list[int] = []
+
+    class Counting:
+        def __init__(self, inflater: object) -> None:
+            self.inflater = inflater
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            given.append(len(data))
+            return self.inflater.decompress(data, max_length)  # type: ignore[attr-defined, no-any-return]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inflater, name)
+
+    factory = _png_chunks._inflaters[0]
+    monkeypatch.setattr(_png_chunks, "_inflaters", [lambda: Counting(factory())])
+    noise = np.random.default_rng(12).integers(0, 256, (1024, 1024, 4), dtype=np.uint8)
+    path = tmp_path / "noise.png"
+    path.write_bytes(tensorpng.encode(noise, metadata=False, compression="none"))
+    np.testing.assert_array_equal(tensorpng.load(path), noise)
+    assert sum(given) < 2 * path.stat().st_size, f"{sum(given):,} bytes given for {path.stat().st_size:,}"
