@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, TypeVar
 
-from ._png_text import text_chunk
+from ._png_text import text_chunk, text_key, text_value
 from .colormaps import colormap_table
 from .errors import OptionError, UnknownOptionError
 from .grid import check_grid_options
@@ -387,30 +387,9 @@ def parse_png_options(options: Mapping[str, Any] | None = None) -> PNGOptions:
     if metadata is not None:
         if not isinstance(metadata, Mapping):
             raise OptionError(f"metadata must be a mapping of str to str, or False, got {metadata!r}")
-        metadata = {_text_key(key): _text_value(key, value) for key, value in metadata.items()}
+        metadata = {text_key(key): text_value(key, value) for key, value in metadata.items()}
         if METADATA_KEY in metadata:
             raise OptionError(f"the metadata key {METADATA_KEY!r} is tensorpng's own record; pick another")
         for key, value in metadata.items():
             text_chunk(key, value)  # validate keys and values now, before any file is touched
     return PNGOptions(compression, metadata, encoder, record)
-
-
-def _text_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise OptionError(f"metadata keys are str (1-79 Latin-1 characters), got {key!r}")
-    return key
-
-
-def _text_value(key: str, value: object) -> str:
-    """A text chunk's value: str, or a number written as str() writes it. Bytes, None and
-    containers are refused rather than written as their repr, which no reader could use."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    hint = ""
-    if isinstance(value, (bytes, bytearray)):
-        hint = "; decode it first, e.g. value.decode('utf-8')"
-    elif isinstance(value, (dict, list)):
-        hint = "; serialize it first, e.g. json.dumps(value)"
-    raise OptionError(f"metadata[{key!r}] must be str (or a number), got {type(value).__name__}{hint}")

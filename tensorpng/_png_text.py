@@ -162,3 +162,24 @@ def inflate_text(compressed: bytes | memoryview, limit: int, key: str = "") -> b
     if not inflater.eof:
         raise zlib.error("the compressed text is cut")
     return out
+
+
+def text_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise OptionError(f"metadata keys are str (1-79 Latin-1 characters), got {key!r}")
+    return key
+
+
+def text_value(key: str, value: object) -> str:
+    """A text chunk's value: str, or a number written as str() writes it. Bytes, None and
+    containers are refused rather than written as their repr, which no reader could use."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    hint = ""
+    if isinstance(value, (bytes, bytearray)):
+        hint = "; decode it first, e.g. value.decode('utf-8')"
+    elif isinstance(value, (dict, list)):
+        hint = "; serialize it first, e.g. json.dumps(value)"
+    raise OptionError(f"metadata[{key!r}] must be str (or a number), got {type(value).__name__}{hint}")
