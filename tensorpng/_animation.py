@@ -15,9 +15,9 @@ from typing import Any, Unpack
 
 import numpy as np
 
-from ._apng import AnimationStream, EncodedFrame, check_loop, frame_delay
+from ._apng import AnimationStream, EncodedFrame, check_fps, check_loop
 from ._misuse import check_range
-from ._names import file_path
+from ._names import png_path
 from ._options import AnimationKeywords, parse_image_options, parse_png_options, takes_options
 from .arrays import describe, is_torch_tensor, plain_input
 from .convert import Batch, prepare, warn_nans
@@ -59,9 +59,8 @@ def save_animation(
     Returns:
         The path written.
     """
-    path = file_path(path, "clip.png")
-    frame_delay(fps)
-    check_loop(loop)
+    path = png_path(path, "clip.png")
+    fps, loop = check_fps(fps), check_loop(loop)  # as Python numbers, for the record too
     compression, metadata = parse_png_options(options).compression, options["metadata"]
     clip = _as_clip(frames)
     if options["layout"] is None and len(getattr(clip, "shape", ())) == 3:

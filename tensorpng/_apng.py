@@ -52,14 +52,24 @@ _ACTL_OFFSET = len(PNG_SIGNATURE) + 12 + 13  # the acTL chunk follows the signat
 _OVER_MIN_UNCHANGED = 0.1
 
 
+def check_fps(fps: float) -> float:
+    """``fps`` as a Python number (NumPy numbers converted), or :class:`OptionError`."""
+    given = fps
+    if isinstance(fps, (np.integer, np.floating)):
+        fps = fps.item()
+    number = isinstance(fps, (int, Fraction)) or (isinstance(fps, float) and abs(fps) < float("inf"))
+    if isinstance(fps, bool) or not number or fps <= 0:  # first: Fraction(NaN or inf) raises raw errors
+        raise OptionError(f"fps is a positive, finite number of frames a second (e.g. 10), got {given!r}")
+    if fps > 65535:  # a delay under 1/65535 s would be stored as 1/65535 s: not what was asked
+        raise OptionError(f"fps={given!r} is faster than an APNG can store (at most 65535 frames a second)")
+    return fps
+
+
 def frame_delay(fps: float) -> tuple[int, int]:
     """``fcTL``'s ``delay_num`` / ``delay_den`` for ``fps`` frames a second: ``1 / fps`` as the
     nearest fraction with a denominator up to 65535 (exact for integer rates up to 65535 and
     for 30000/1001-style rates given as a Fraction)."""
-    number = isinstance(fps, (int, Fraction)) or (isinstance(fps, float) and abs(fps) < float("inf"))
-    if isinstance(fps, bool) or not number or fps <= 0:  # first: Fraction(NaN or inf) raises raw errors
-        raise OptionError(f"fps is a positive, finite number of frames a second (e.g. 10), got {fps!r}")
-    delay = (1 / Fraction(fps)).limit_denominator(65535)
+    delay = (1 / Fraction(check_fps(fps))).limit_denominator(65535)
     if delay.numerator > 65535 or delay.numerator == 0:
         raise OptionError(f"fps={fps!r} gives a frame delay an APNG cannot store (1/65535 s .. 65535 s)")
     return delay.numerator, delay.denominator
@@ -67,6 +77,8 @@ def frame_delay(fps: float) -> tuple[int, int]:
 
 def check_loop(loop: int) -> int:
     """Validate ``loop`` (0: forever, else the number of plays)."""
+    if isinstance(loop, np.integer):
+        loop = int(loop)
     if isinstance(loop, bool) or not isinstance(loop, int) or not 0 <= loop <= _MAX_LOOP:
         raise OptionError(f"loop is 0 (forever) or a number of plays up to 2**31-1, got {loop!r}")
     return loop

@@ -42,13 +42,13 @@ from typing import NamedTuple
 import numpy as np
 
 from ._admission import Admission
-from ._apng import AnimationStream, EncodedFrame, FilteredFrame, check_loop, frame_delay
+from ._apng import AnimationStream, EncodedFrame, FilteredFrame, check_fps, check_loop, frame_delay
 from ._capture import Job, PinnedJob
 from ._confined import open_parent
 from ._options import ImageOptions, PNGOptions
 from .arrays import is_torch_tensor
 from .convert import Batch, prepare, warn_nans
-from .errors import DTypeError, OptionError, ShapeError, TensorPNGError
+from .errors import DTypeError, OptionError, PathError, ShapeError, TensorPNGError
 from .grid import grid_shape
 from .metadata import mapping_record, text_chunks
 from .scaling import ConvertedImage
@@ -276,6 +276,16 @@ class Animations:
         self._by_name: dict[str, Animation] = {}
         self._lock = threading.Lock()
 
+    def check_not_open(self, names: list[str]) -> None:
+        """``Writer.save`` to a name an animation streams to would be replaced at close."""
+        with self._lock:
+            taken = [name for name in names if name in self._by_name]
+        if taken:
+            raise PathError(
+                f"{taken[0]!r} is an animation this Writer is streaming (add_frame), which close() "
+                "moves into place over anything saved there; save the still under another name"
+            )
+
     def get(
         self, sink: Sink, name: str, batch: Batch, fps: float | None, loop: int | None, fixed: FixedOptions
     ) -> Animation:
@@ -285,9 +295,8 @@ class Animations:
             animation = self._by_name.get(name)
             if animation is None:
                 root = local_root(sink)
-                fps = DEFAULT_FPS if fps is None else fps
+                fps = DEFAULT_FPS if fps is None else check_fps(fps)  # before any folder is made
                 loop = DEFAULT_LOOP if loop is None else check_loop(loop)
-                frame_delay(fps)  # checked before any folder is made
                 if not fixed.overwrite:
                     sink.check_absent([name])
                 animation = Animation(name, root, shape, fps, loop, fixed)

@@ -283,6 +283,23 @@ def file_path(path: str | os.PathLike[str], example: str = "out.png") -> str:
     return text
 
 
+def png_path(path: str | os.PathLike[str], example: str = "out.png") -> str:
+    """:func:`file_path` of one PNG file to write (``save_animation``'s): it ends in ``.png``,
+    is no existing folder, and holds no ``{field}`` (a path, not a template)."""
+    text = file_path(path, example)
+    if os.path.isdir(text):
+        raise PathError(f"path {text!r} is a folder; name the file, e.g. {os.path.join(text, example)!r}")
+    if not text.lower().endswith(SUFFIX):
+        suffix = os.path.splitext(text)[1] or "no suffix"
+        raise PathError(f"tensorpng writes PNG files, but path {text!r} has {suffix}; end it with .png")
+    if "{" in text or "}" in text:
+        raise PathError(
+            f"path {text!r} holds braces: it names one file, not a template of names; "
+            "fill the fields first, e.g. f'clip_{step}.png'"
+        )
+    return text
+
+
 # Options of other calls, which a Writer.save keyword would otherwise take for a name field.
 ELSEWHERE = {
     **dict.fromkeys(

@@ -214,6 +214,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         count = 1 if batch.writes_grid else batch.count
         batched = batch.layout.batched and not batch.writes_grid
         names = writer_names(name, count, batched, rank, fields, OPTIONS)
+        self._animations.check_not_open(names)
         if not overwrite_files:
             self._sink.check_absent(names)
         self._enqueue(

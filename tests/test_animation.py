@@ -215,6 +215,39 @@ def test_bad_inputs_raise_before_any_file(tmp_path: Path) -> None:
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
 
 
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("x.gif", "has .gif; end it with .png"),
+        ("x", "no suffix"),
+        ("x{index}.png", "braces"),
+        ("folder", "is a folder"),
+    ],
+)
+def test_names_follow_the_rule_of_save(tmp_path: Path, name: str, match: str) -> None:
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(tensorpng.PathError, match=match):
+        tensorpng.save_animation(np.zeros((2, 4, 4, 3)), tmp_path / name)
+    assert [p.name for p in tmp_path.iterdir()] == ["folder"] and not any((tmp_path / "folder").iterdir())
+
+
+@pytest.mark.parametrize("fps", [65536, 1e6, float("nan"), float("inf"), 0, -1, "10", True])
+def test_fps_an_apng_cannot_store_is_refused(tmp_path: Path, fps: object) -> None:
+    with pytest.raises(tensorpng.OptionError, match="fps"):
+        tensorpng.save_animation(np.zeros((2, 4, 4, 3)), tmp_path / "x.png", fps=fps)  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())
+
+
+def test_numpy_numbers_for_fps_and_loop(tmp_path: Path) -> None:
+    path = tensorpng.save_animation(
+        np.zeros((2, 4, 4, 3)), tmp_path / "x.png", fps=np.float32(4), loop=np.int64(2)
+    )
+    record = json.loads(read_text(path)["tensorpng"])
+    assert (record["fps"], record["loop"]) == (4.0, 2)
+    with Image.open(path) as image:
+        assert image.info["duration"] == pytest.approx(250.0) and image.info["loop"] == 2
+
+
 def test_stream_rejects_a_frame_of_another_size(tmp_path: Path) -> None:
     target = tmp_path / "s.png"
     with AnimationStream(target, fps=5) as stream:

@@ -277,3 +277,15 @@ def test_a_killed_process_leaves_no_file_under_the_final_name(tmp_path: Path) ->
     )  # fmt: skip
     assert cleaned.stdout.strip() == str(temp)
     assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_a_still_saved_to_an_open_animations_name_is_refused(tmp_path: Path) -> None:
+    """close() would move the animation over it: say so at the save, not lose it silently."""
+    with Writer(tmp_path) as writer:
+        writer.add_frame(np.zeros((8, 8), np.uint8), "a.png")
+        with pytest.raises(tensorpng.PathError, match="animation this Writer is streaming"):
+            writer.save(np.ones((8, 8), np.uint8), "a.png")
+        writer.save(np.ones((8, 8), np.uint8), "still.png")
+    assert files_in(tmp_path) == ["a.png", "still.png"]
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.n_frames == 1
