@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # convert (the batch) sits beside this module, not below it
 
 MARGIN = 0.05  # of the range, beyond either end
 SHARE = 0.10  # of the sampled values
+_AMOUNTS = ((0.9, "Nearly all (over 90%)"), (0.5, "Most (over 50%)"), (0.25, "Over 25%"), (0.0, "Over 10%"))
 _SAMPLE_SIDE = 64  # about 64 x 64 pixels of each of at most 16 images are looked at
 
 
@@ -86,8 +87,11 @@ def warn_if_outside(share: float, options: ScaleOptions, description: str) -> No
         if options.mean is not None
         else ("mean=/std= to undo Normalize (e.g. tensorpng.IMAGENET_MEAN, tensorpng.IMAGENET_STD), ")
     )
+    # A share in coarse steps, not a percentage: the text stays the same from step to step of a
+    # loop, so Python's filter shows it once per line of code, not at every step.
+    amount = next(text for limit, text in _AMOUNTS if share > limit)
     warn_user(
-        f"{share:.0%} of the values of {description} fall outside value_range=({low:g}, {high:g}) "
+        f"{amount} of the values of {description} fall outside value_range=({low:g}, {high:g}) "
         f"and were clamped; pass value_range=(0, 255) for 0..255 pixels, {normalize}"
         "or scale='image' to stretch each image to its own min and max",
         UserWarning,

@@ -162,6 +162,16 @@ def test_save_animation_warns_once_like_save(tmp_path: Path) -> None:
         tensorpng.save_animation(frames, tmp_path / "b.png", value_range=(0, 255))
 
 
+def test_a_loop_gets_the_warning_once_not_at_every_step() -> None:
+    """The text names the share in coarse steps, so Python's filter shows it once per line."""
+    rng = np.random.default_rng(4)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("default")
+        for step in range(20):  # a different share of clamped values at every step
+            tensorpng.to_array(rng.random((3, 16, 16), np.float32) * (120 + 10 * step))
+    assert len([w for w in record if issubclass(w.category, UserWarning)]) == 1
+
+
 def test_float_slivers_above_one_do_not_warn() -> None:
     image = np.random.default_rng(2).random((32, 32, 3)).astype(np.float32)
     image[::3] = np.float32(1.0000001)
