@@ -15,6 +15,7 @@ from tensorpng._chunks import chunk_bounds, chunk_texts, convert_chunk
 from tensorpng._encode import filtered_chunk, filtered_image, texts
 from tensorpng._options import parse_image_options, parse_png_options
 from tensorpng.convert import prepare
+from tensorpng.png import FilteredPNG, finish_png
 
 
 def _values() -> np.ndarray:
@@ -78,8 +79,17 @@ def test_a_chunk_converts_as_each_image_does(name: str) -> None:
         for offset, (item, nans) in enumerate(filtered):
             alone_item, alone_nans = filtered_image(batch, start + offset, png_options)
             assert item.head == alone_item.head and nans == alone_nans
-            np.testing.assert_array_equal(item.scanlines, alone_item.scanlines)
+            # the same sample bytes, whether held interleaved or (channels-first) as planes
+            np.testing.assert_array_equal(interleaved(item), interleaved(alone_item))
             assert (item.native_bpp, item.bit_depth) == (alone_item.native_bpp, alone_item.bit_depth)
+            assert finish_png(item) == finish_png(alone_item)
+
+
+def interleaved(item: FilteredPNG) -> np.ndarray:
+    """A stage-1 result's scanline bytes, interleaved (see FilteredPNG.planar)."""
+    if not item.planar:
+        return item.scanlines
+    return np.ascontiguousarray(item.scanlines.transpose(1, 2, 0)).reshape(item.scanlines.shape[1], -1)
 
 
 def test_chunks_cover_the_batch_and_group_small_images() -> None:
