@@ -15,6 +15,7 @@ from tensorpng._chunks import chunk_bounds, chunk_texts, convert_chunk
 from tensorpng._encode import filtered_chunk, filtered_image, texts
 from tensorpng._options import parse_image_options, parse_png_options
 from tensorpng.convert import prepare
+from tensorpng.metadata import mapping_record, record_text
 from tensorpng.png import FilteredPNG, finish_png
 
 
@@ -124,3 +125,17 @@ def test_small_images_stay_on_the_calling_thread_unless_workers_are_given() -> N
     assert pipeline_workers(small, 3) == 3  # the caller's choice stands
     large = prepare(np.zeros((4, 3, 128, 128), np.float32), parse_image_options({}))
     assert pipeline_workers(large, None) is None
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_records_json_is_the_records(name: str) -> None:
+    """record_text (what a file gets) is mapping_record(...).to_json() without the record: the
+    same text for every kind of batch, grid, index and extremes."""
+    x, options = CASES[name]
+    options = {key: value for key, value in options.items() if key != "metadata"}
+    for grid in (False, True):
+        batch = prepare(x, parse_image_options({**options, "grid": grid}))
+        for index in (None, 0, batch.count - 1):
+            for extremes in (None, (-1.5, 2.0), (None, None), (float("nan"), 3.0)):
+                expected = mapping_record(batch, index, extremes).to_json()
+                assert record_text(batch, index, extremes) == expected, (grid, index, extremes)
