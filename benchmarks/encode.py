@@ -1,6 +1,8 @@
 """Benchmark tensorpng's CPU encoders against fpng, Pillow and OpenCV, on one core.
 
-Run with ``python benchmarks/encode.py [--quick]``. Encoders, all timed through their public
+Run with ``python benchmarks/encode.py [--quick] [--sets photos,...] [--clock cpu]``
+(``--clock cpu`` times each round by this thread's CPU time, steadier on a busy machine; every
+ratio to fpng is also given per round). Encoders, all timed through their public
 call (``tensorpng.encode`` with its real per-call overhead), interleaved in every round so that
 a machine that slows down or speeds up affects them alike:
 

@@ -19,6 +19,10 @@
  *   5. Adler-32 of the scanlines. Runtime dispatch: with AVX2, the row filters (the same C
  *      compiled for AVX2) and Adler-32 (intrinsics) use it; the scalar path gives identical
  *      bytes. `set_scalar(True)` or TENSORPNG_NATIVE_SCALAR=1 forces the scalar path.
+ *   6. Channels-first samples (PyTorch's C x H x W) are read as they lie: each row is
+ *      interleaved into scratch as the encoder reaches it. On request the smallest and largest
+ *      sample byte are found on the way (the metadata record's min and max), in the rows the
+ *      filter has just brought into the cache, instead of two passes over the image.
  *
  * The GIL is released during the work. The output goes into a per-thread scratch buffer kept
  * between calls (a fresh worst-case buffer per call costs page faults: about half the speed),
