@@ -12,6 +12,7 @@ comes from :mod:`tensorpng._png_chunks`.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,14 @@ def check_image(image: np.ndarray) -> None:
         raise ShapeError(f"a PNG image needs at least one pixel, got shape {tuple(image.shape)}")
     if height > MAX_DIMENSION or width > MAX_DIMENSION:
         raise ShapeError(f"PNG width and height are at most 2**31-1, got shape {tuple(image.shape)}")
+
+
+@functools.lru_cache(maxsize=256)
+def _file_header(width: int, height: int, bit_depth: int, color_type: int) -> bytes:
+    """The signature and IHDR; images come in few sizes, and building IHDR (its checks, its
+    CRC) cost more than a look-up: a few microseconds a file, after an encode left the
+    caches cold."""
+    return SIGNATURE + ihdr(width, height, bit_depth, color_type)
 
 
 class StageKeywords(TypedDict, total=False):
@@ -131,7 +140,7 @@ def filter_png(
     channels = 1 if image.ndim == 2 else image.shape[2]
     height, width = image.shape[:2]
     bit_depth = 8 * image.dtype.itemsize
-    header = SIGNATURE + ihdr(width, height, bit_depth, COLOR_TYPES[channels])
+    header = _file_header(width, height, bit_depth, COLOR_TYPES[channels])
     return _filtered(*byte_planes(image), header, bit_depth, compression, text)
 
 
@@ -198,7 +207,7 @@ def encode_png_ranged(
     if stream is None:
         return None
     height, width = image.shape[:2]
-    header = SIGNATURE + ihdr(width, height, 8, COLOR_TYPES[1 if image.ndim == 2 else image.shape[2]])
+    header = _file_header(width, height, 8, COLOR_TYPES[1 if image.ndim == 2 else image.shape[2]])
     text = text_for(float(low), float(high))
     return png_bytes((b"".join((header, text_chunks(text))) if text else header,), stream)
 
@@ -256,7 +265,7 @@ def filter_pngs(
     _check_compression(compression)
     height, width = first.shape[:2]
     bit_depth = 8 * first.dtype.itemsize
-    header = SIGNATURE + ihdr(width, height, bit_depth, COLOR_TYPES[1 if first.ndim == 2 else first.shape[2]])
+    header = _file_header(width, height, bit_depth, COLOR_TYPES[1 if first.ndim == 2 else first.shape[2]])
     if (
         _native_filters(compression, bit_depth)
         and bit_depth == 8
@@ -378,6 +387,6 @@ def filter_indexed_png(
             f"(indices 0..{palette.shape[0] - 1})"
         )
     palette_chunk = plte(np.ascontiguousarray(palette[:entries]).tobytes())
-    header = SIGNATURE + ihdr(width, height, depth, COLOR_TYPE_INDEXED)
+    header = _file_header(width, height, depth, COLOR_TYPE_INDEXED)
     planes = np.ascontiguousarray(_pack_indices(labels, depth))[None]
     return _filtered(planes, 1, header, depth, compression, text, (palette_chunk,))
