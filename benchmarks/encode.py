@@ -1,6 +1,8 @@
 """Benchmark tensorpng's CPU encoders against fpng, Pillow and OpenCV, on one core.
 
-Run with ``python benchmarks/encode.py [--quick]``. Encoders, all timed through their public
+Run with ``python benchmarks/encode.py [--quick] [--sets photos,...] [--clock cpu]``
+(``--clock cpu`` times each round by this thread's CPU time, steadier on a busy machine; every
+ratio to fpng is also given per round). Encoders, all timed through their public
 call (``tensorpng.encode`` with its real per-call overhead), interleaved in every round so that
 a machine that slows down or speeds up affects them alike:
 
@@ -107,20 +109,24 @@ def _mask(rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def image_sets() -> dict[str, list[np.ndarray]]:
+SETS = ("photos", "crops 256", "rgba", "mask", "gray16")
+
+
+def image_sets(names: list[str]) -> dict[str, list[np.ndarray]]:
     rng = np.random.default_rng(0)
     photos = [np.ascontiguousarray(getattr(skimage.data, name)()) for name in PHOTOS]
     astronaut = photos[0]
     alpha = (np.add.outer(np.arange(512), np.arange(512)) // 4 % 256).astype(np.uint8)
     y, x = np.mgrid[0:512, 0:512]
     smooth = (32767 + 30000 * np.cos(x / 40) * np.sin(y / 55)).astype(np.uint16)
-    return {
-        "photos": photos,
-        "crops 256": list(photo_crops(16, 256)),
-        "rgba": [np.dstack([astronaut, alpha])],
-        "mask": [_mask(rng)],
-        "gray16": [skimage.data.camera().astype(np.uint16) * 257, smooth],
+    makers = {
+        "photos": lambda: photos,
+        "crops 256": lambda: list(photo_crops(16, 256)),
+        "rgba": lambda: [np.dstack([astronaut, alpha])],
+        "mask": lambda: [_mask(rng)],
+        "gray16": lambda: [skimage.data.camera().astype(np.uint16) * 257, smooth],
     }
+    return {name: makers[name]() for name in names}
 
 
 def supported(label: str, images: list[np.ndarray]) -> bool:
@@ -133,8 +139,12 @@ def supported(label: str, images: list[np.ndarray]) -> bool:
     return True
 
 
-def measure(images: list[np.ndarray], rounds: int) -> dict[str, tuple[list[float], int]]:
-    """Per encoder: the seconds of each round (every image once), and the total output size."""
+def measure(
+    images: list[np.ndarray], rounds: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, tuple[list[float], int]]:
+    """Per encoder: the seconds of each round (every image once), and the total output size.
+    ``clock``: wall time, or this thread's CPU time (steadier on a busy machine; every encoder
+    here works on the calling thread for these sizes)."""
     inputs = {label: [_bgr(image) for image in images] if label == "opencv" else images for label in ENCODERS}
     labels = [label for label in ENCODERS if supported(label, images)]
     sizes = {label: sum(len(ENCODERS[label](image)) for image in inputs[label]) for label in labels}
@@ -152,11 +162,11 @@ def measure(images: list[np.ndarray], rounds: int) -> dict[str, tuple[list[float
     for _ in range(rounds):
         for label in labels:
             encode, count = ENCODERS[label], repeats[label]
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(count):
                 for image in inputs[label]:
                     encode(image)
-            seconds[label].append((time.perf_counter() - t0) / count)
+            seconds[label].append((clock() - t0) / count)
     return {label: (seconds[label], sizes[label]) for label in labels}
 
 
@@ -230,8 +240,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (median over them)")
     parser.add_argument("--quick", action="store_true", help="3 rounds, for a smoke test")
     parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "encode-speed.png")
+    parser.add_argument(
+        "--sets",
+        default=",".join(SETS),
+        help=f"comma-separated image sets (default all: {','.join(SETS)}); the targets and the chart "
+        "need them all",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time rounds by the wall clock, or by this thread's CPU time (for a busy machine)",
+    )
+    parser.add_argument("--no-per-call", action="store_true", help="skip the 64x64 per-call timing")
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
+    sets = [name.strip() for name in args.sets.split(",") if name.strip()]
+    if unknown := set(sets) - set(SETS):
+        parser.error(f"unknown sets {sorted(unknown)}; choose from {', '.join(SETS)}")
     cv2.setNumThreads(1)
     os.environ[_cpu_codec.ENV] = "auto"
     print(f"tensorpng encode benchmark, one thread, {os.cpu_count()} CPUs; {rounds} interleaved rounds")
@@ -239,10 +265,12 @@ def main() -> None:
         print(f"  {line}")
     print("cells: MB/s of raw pixels, median [lowest-highest round] / output size as % of raw\n")
     table: dict[str, dict[str, tuple[float, float]]] = {}
+    rounds_by_label: dict[str, dict[str, list[float]]] = {}
     print(f"{'set':<11}" + "".join(f"{label:>24}" for label in ENCODERS))
-    for name, images in image_sets().items():
+    for name, images in image_sets(sets).items():
         raw = sum(image.nbytes for image in images)
-        results = measure(images, rounds)
+        results = measure(images, rounds, time.thread_time if args.clock == "cpu" else time.perf_counter)
+        rounds_by_label[name] = {label: seconds for label, (seconds, _) in results.items()}
         table[name] = {}
         cells = []
         for label in ENCODERS:
@@ -269,9 +297,24 @@ def main() -> None:
         ]
         print(f"{name:<11}" + "".join(f"{cell:>16}" for cell in cells))
 
-    calls = per_call(rounds)
-    print("\nper call, 64x64 RGB: " + ", ".join(f"{label} {value:.0f} us" for label, value in calls.items()))
+    print("\nspeed ratio to fpng within each round: median [lowest-highest]")
+    for name, by_label in rounds_by_label.items():
+        if "fpng" in by_label:
+            cells = []
+            for label in ("native", "native png"):
+                ratios = [f / n for n, f in zip(by_label[label], by_label["fpng"], strict=True)]
+                cells.append(
+                    f"{label} {statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
+                )
+            print(f"  {name:<11}" + ", ".join(cells))
 
+    calls = {} if args.no_per_call else per_call(rounds)
+    if calls:
+        print(
+            "\nper call, 64x64 RGB: " + ", ".join(f"{label} {value:.0f} us" for label, value in calls.items())
+        )
+    if set(sets) != set(SETS) or not calls:
+        return
     photos, gray16 = table["photos"], table["gray16"]
     checks = [
         ("photos: >= 1.3x fpng", photos["native"][0] / photos["fpng"][0], 1.3, ">="),

@@ -86,14 +86,45 @@ def _warn_once() -> None:
         )
 
 
-def native_deflate(samples: np.ndarray, bpp: int, flat: float = 0.0) -> bytes | None:
+def native_deflate(samples: np.ndarray, bpp: int, flat: float = 0.0, planar: bool = False) -> bytes | None:
     """zlib stream of ``H x n`` C-contiguous uint8 sample bytes (unfiltered), ``bpp`` bytes per
     pixel, by the extension (which filters); releases the GIL. None for a mask-like image
     (mean |residual| per byte of the sampled rows under ``flat``): Huffman coding with runs of
-    zeros only makes masks about 3x larger than an LZ77 deflate does, at no gain in speed."""
+    zeros only makes masks about 3x larger than an LZ77 deflate does, at no gain in speed.
+    ``planar``: ``samples`` are the ``bpp x H x W`` C-contiguous planes of channels-first
+    samples (the same stream, interleaved a row at a time on the way, without a copy)."""
     assert _native is not None
+    if planar:
+        _, height, width = samples.shape
+        return _native.deflate_image(samples, height, width * bpp, bpp, flat, True)
     height, row_bytes = samples.shape
     return _native.deflate_image(samples, height, row_bytes, bpp, flat)
+
+
+def native_deflate_ranged(
+    samples: np.ndarray, bpp: int, flat: float, planar: bool
+) -> tuple[bytes | None, int, int]:
+    """:func:`native_deflate`, and the smallest and largest sample byte, found on the way (the
+    metadata record's min and max of 8-bit samples, without a pass of their own)."""
+    assert _native is not None
+    height, width = samples.shape[-2:]
+    row_bytes = width * bpp if planar else width
+    stream, low, high = _native.deflate_image(samples, height, row_bytes, bpp, flat, planar, True)
+    return stream, low, high
+
+
+def byte_range(values: np.ndarray) -> tuple[int, int] | None:
+    """The smallest and largest value of a non-empty uint8 array in one pass by the extension
+    (NumPy takes two: min, then max), or None without it or for memory it cannot read as one
+    run (any order of a C-contiguous array is fine: min and max do not depend on it)."""
+    if _native is None or values.dtype != np.uint8 or values.size == 0:
+        return None
+    if not values.flags.c_contiguous:  # a channels-first image viewed as H x W x C
+        values = values.transpose(2, 0, 1) if values.ndim == 3 else values
+        if not values.flags.c_contiguous:
+            return None
+    low, high = _native.byte_range(values)
+    return low, high
 
 
 def native_filter(samples: np.ndarray, bpp: int) -> np.ndarray:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from . import gpu_encode
 from ._chunks import chunk_texts, convert_chunk
 from ._options import ImageOptions, PNGOptions
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, prepare
 from .errors import OptionError
-from .metadata import device_extremes, mapping_record, text_chunks
-from .png import FilteredPNG, filter_indexed_png, filter_png, filter_pngs, finish_png
+from .metadata import device_extremes, record_text, text_chunks
+from .png import FilteredPNG, encode_png_ranged, filter_indexed_png, filter_png, filter_pngs, finish_png
 from .scaling import ConvertedImage
 
 Extremes = tuple[float | None, float | None]
@@ -27,7 +29,7 @@ def texts(
     png_options: PNGOptions, batch: Batch, index: int | None, extremes: Extremes | None = None
 ) -> dict[str, str] | None:
     """The text chunks of image ``index`` of ``batch`` (None: its grid or only image)."""
-    entry = mapping_record(batch, index, extremes) if png_options.record else None
+    entry = record_text(batch, index, extremes) if png_options.record else None
     return text_chunks(png_options.metadata, entry, png_options.record)
 
 
@@ -154,5 +156,30 @@ def encode_image(
 ) -> tuple[bytes, int]:
     """PNG bytes of image ``index`` of a host batch (see :func:`filtered_image`), and its
     NaN count."""
+    if extremes is None and png_options.record and _samples_are_values(batch, png_options):
+        # 8-bit input written as it is: the record's min and max are the samples', which the
+        # native encoder finds as it codes them (a pass over the image less; 2-3% of a photo)
+        position = index if batch.layout.batched else None
+        data = encode_png_ranged(
+            batch.image(index).samples, lambda low, high: texts(png_options, batch, position, (low, high))
+        )
+        if data is not None:
+            return data, 0
     filtered, nans = filtered_image(batch, index, png_options, extremes)
     return finish_png(filtered), nans
+
+
+def _samples_are_values(batch: Batch, png_options: PNGOptions) -> bool:
+    """Whether the PNG samples of a host batch's images are its values, one by one (uint8
+    input written as it is, one file per image), for the fast compression."""
+    images = batch.images
+    return (
+        png_options.compression == "fast"
+        and isinstance(images, np.ndarray)
+        and images.dtype == np.uint8
+        and batch.plan.mode == "copy"
+        and not batch.converted
+        and not batch.writes_grid
+        and batch.colormap is None
+        and batch.palette_table is None
+    )

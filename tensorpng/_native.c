@@ -19,6 +19,10 @@
  *   5. Adler-32 of the scanlines. Runtime dispatch: with AVX2, the row filters (the same C
  *      compiled for AVX2) and Adler-32 (intrinsics) use it; the scalar path gives identical
  *      bytes. `set_scalar(True)` or TENSORPNG_NATIVE_SCALAR=1 forces the scalar path.
+ *   6. Channels-first samples (PyTorch's C x H x W) are read as they lie: each row is
+ *      interleaved into scratch as the encoder reaches it. On request the smallest and largest
+ *      sample byte are found on the way (the metadata record's min and max), in the rows the
+ *      filter has just brought into the cache, instead of two passes over the image.
  *
  * The GIL is released during the work. The output goes into a per-thread scratch buffer kept
  * between calls (a fresh worst-case buffer per call costs page faults: about half the speed),
@@ -197,6 +201,59 @@ static uint32_t adler32(uint32_t adler, const uint8_t *p, size_t n) {
     if (simd()) return adler32_avx2(adler, p, n);
 #endif
     return adler32_scalar(adler, p, n);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Smallest and largest byte of a buffer: the mapping record's min and max of 8-bit samples, in
+ * one pass instead of NumPy's two (min, then max). Scalar: plain loops the compiler vectorizes.
+ * ---------------------------------------------------------------------------------------- */
+static inline __attribute__((always_inline)) void byte_range_body(const uint8_t *restrict p, size_t n,
+                                                                   uint8_t *low, uint8_t *high) {
+    uint8_t lo = 255, hi = 0;
+    for (size_t i = 0; i < n; i++) {
+        lo = p[i] < lo ? p[i] : lo;
+        hi = p[i] > hi ? p[i] : hi;
+    }
+    *low = lo, *high = hi;
+}
+
+static void byte_range_scalar(const uint8_t *p, size_t n, uint8_t *low, uint8_t *high) {
+    byte_range_body(p, n, low, high);
+}
+
+#ifdef TP_X86
+__attribute__((target("avx2"))) static void byte_range_avx2(const uint8_t *p, size_t n, uint8_t *low,
+                                                            uint8_t *high) {
+    /* 128 bytes a step in four pairs of accumulators (one pair would wait on itself) */
+    __m256i lo[4], hi[4];
+    for (int k = 0; k < 4; k++) lo[k] = _mm256_set1_epi8(-1), hi[k] = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128)
+        for (int k = 0; k < 4; k++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(p + i + 32 * k));
+            lo[k] = _mm256_min_epu8(lo[k], v), hi[k] = _mm256_max_epu8(hi[k], v);
+        }
+    uint8_t lanes_lo[32], lanes_hi[32], tail_lo, tail_hi;
+    _mm256_storeu_si256((__m256i *)lanes_lo, _mm256_min_epu8(_mm256_min_epu8(lo[0], lo[1]), _mm256_min_epu8(lo[2], lo[3])));
+    _mm256_storeu_si256((__m256i *)lanes_hi, _mm256_max_epu8(_mm256_max_epu8(hi[0], hi[1]), _mm256_max_epu8(hi[2], hi[3])));
+    byte_range_scalar(lanes_lo, 32, low, &tail_hi);
+    byte_range_scalar(lanes_hi, 32, &tail_lo, high);
+    if (i < n) {
+        byte_range_scalar(p + i, n - i, &tail_lo, &tail_hi);
+        *low = tail_lo < *low ? tail_lo : *low;
+        *high = tail_hi > *high ? tail_hi : *high;
+    }
+}
+#endif
+
+static void byte_range(const uint8_t *p, size_t n, uint8_t *low, uint8_t *high) {
+#ifdef TP_X86
+    if (simd()) {
+        byte_range_avx2(p, n, low, high);
+        return;
+    }
+#endif
+    byte_range_scalar(p, n, low, high);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -448,22 +505,19 @@ static inline __attribute__((always_inline)) uint64_t code4(const Codes *c, int 
     return low | high << low_count;
 }
 
-/* Eight literals: one put when their codes fit 56 bits (most words of a photo), else two. */
+/* Eight literals: two puts of four codes (at most 52 bits each). Always two: one put when
+ * all eight fit 56 bits was a branch that went either way on 10-20% of a photo's words, and
+ * its mispredictions cost more than the second flush (10% of the encoder's speed). */
 static inline __attribute__((always_inline)) void put8(Bits *w, const Codes *c, int pair, uint64_t word) {
     unsigned low_count, high_count;
     uint64_t low = code4(c, pair, (uint32_t)word, &low_count);
     uint64_t high = code4(c, pair, (uint32_t)(word >> 32), &high_count);
-    if (low_count + high_count <= 56) {
-        put_bits(w, low | high << low_count, low_count + high_count);
-    } else {
-        put_bits(w, low, low_count);
-        flush_bits(w);
-        put_bits(w, high, high_count);
-    }
+    put_bits(w, low, low_count);
+    flush_bits(w);
+    put_bits(w, high, high_count);
     flush_bits(w);
 }
 
-/* Write p[0..n) as symbols. Returns 0, or -1 once the output passes the limit. */
 static int write_symbols_to(Bits *w, const Codes *c, int pair, const uint8_t *p, size_t n);
 static int write_literals(Bits *w, const Codes *c, int pair, const uint8_t *p, size_t n);
 
@@ -497,26 +551,6 @@ __attribute__((target("avx2"))) static int has_zero_run_avx2(const uint8_t *p, s
     return has_zero_run_scalar(p + i, n - i, i ? run : 0);
 }
 #endif
-
-static int has_zero_run(const uint8_t *p, size_t n) {
-#ifdef TP_X86
-    if (simd()) return has_zero_run_avx2(p, n);
-#endif
-    return has_zero_run_scalar(p, n, 0);
-}
-
-__attribute__((noinline)) static int write_symbols(Bits *writer, const Codes *c, const uint8_t *p, size_t n) {
-    /* The writer's state in a local copy: stores through its byte pointer could alias the
-     * caller's struct, which would reload it from memory after every flush (2x slower). */
-    Bits local = *writer;
-    int status;
-    if (!has_zero_run(p, n)) /* most rows of a photo: literals only, no test for runs */
-        status = c->pair ? write_literals(&local, c, 1, p, n) : write_literals(&local, c, 0, p, n);
-    else /* two copies of the loop, with and without the two-literal table */
-        status = c->pair ? write_symbols_to(&local, c, 1, p, n) : write_symbols_to(&local, c, 0, p, n);
-    *writer = local;
-    return status;
-}
 
 /* p[0..n) when it holds no run of MIN_RUN zeros: the tokenizer would find only literals. */
 static inline __attribute__((always_inline)) int write_literals(Bits *w, const Codes *c, int pair,
@@ -574,6 +608,41 @@ static inline __attribute__((always_inline)) int write_symbols_to(Bits *w, const
     }
 #undef PUT_LITERAL
     return w->out > w->limit ? -1 : 0;
+}
+
+/* The row loop, for one instruction set: `runs` says whether p[0..n) holds a zero run. */
+static inline __attribute__((always_inline)) int write_symbols_body(Bits *writer, const Codes *c, const uint8_t *p,
+                                                                    size_t n, int runs) {
+    /* The writer's state in a local copy: stores through its byte pointer could alias the
+     * caller's struct, which would reload it from memory after every flush (2x slower). */
+    Bits local = *writer;
+    int status;
+    if (!runs) /* most rows of a photo: literals only, no test for runs */
+        status = c->pair ? write_literals(&local, c, 1, p, n) : write_literals(&local, c, 0, p, n);
+    else /* two copies of the loop, with and without the two-literal table */
+        status = c->pair ? write_symbols_to(&local, c, 1, p, n) : write_symbols_to(&local, c, 0, p, n);
+    *writer = local;
+    return status;
+}
+
+__attribute__((noinline)) static int write_symbols_scalar(Bits *writer, const Codes *c, const uint8_t *p, size_t n) {
+    return write_symbols_body(writer, c, p, n, has_zero_run_scalar(p, n, 0));
+}
+
+#ifdef TP_X86
+/* The same C with BMI2's shifts by a register (shlx/shrx), which the bit writer is made of. */
+__attribute__((target("avx2,bmi2"), noinline)) static int write_symbols_avx2(Bits *writer, const Codes *c,
+                                                                           const uint8_t *p, size_t n) {
+    return write_symbols_body(writer, c, p, n, has_zero_run_avx2(p, n));
+}
+#endif
+
+/* Write p[0..n) as symbols. Returns 0, or -1 once the output passes the limit. */
+static int write_symbols(Bits *writer, const Codes *c, const uint8_t *p, size_t n) {
+#ifdef TP_X86
+    if (simd()) return write_symbols_avx2(writer, c, p, n);
+#endif
+    return write_symbols_scalar(writer, c, p, n);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -676,21 +745,93 @@ static void build_pairs(const uint16_t *codes, const uint8_t *lengths, uint32_t 
 /* ------------------------------------------------------------------------------------------
  * The encoder.
  * ---------------------------------------------------------------------------------------- */
+/* Samples held channels-first (PyTorch's C x H x W): one plane per byte of a pixel. Rows are
+ * interleaved into two scratch rows as the encoder reaches them (each row once in the main
+ * pass), instead of a copy of the whole image beforehand: that copy cost as much as the
+ * encoding. */
 typedef struct {
-    const uint8_t *data; /* height rows of row_bytes sample bytes */
+    const uint8_t *data; /* bpp planes of height x width bytes, one after the other */
+    size_t width;
+    uint8_t *rows[2]; /* scratch: the interleaved rows y and y - 1, at [y & 1] */
+    size_t held[2];   /* the row each holds (SIZE_MAX: none) */
+} Planes;
+
+typedef struct {
+    const uint8_t *data; /* height rows of row_bytes sample bytes (unless planes) */
     size_t height, row_bytes, bpp;
     uint8_t *line, *zero; /* scratch: one filtered scanline (filter byte first), a zero row */
     uint32_t *pair;       /* scratch for the two-literal table, or NULL (small images) */
+    Planes *planes;       /* NULL, or the channels-first samples (data unused) */
+    uint8_t *range;       /* NULL, or the smallest and largest sample byte, kept up to date */
 } Image;
 
-static const uint8_t *row_above(const Image *im, size_t y) {
-    return y ? im->data + (y - 1) * im->row_bytes : im->zero;
+static inline __attribute__((always_inline)) void interleave_body(const uint8_t *restrict p, size_t plane,
+                                                                   size_t k, size_t width, uint8_t *restrict out) {
+    size_t x; /* a loop per channel count: constant strides, which the compiler vectorizes */
+    switch (k) {
+    case 2:
+        for (x = 0; x < width; x++) out[2 * x] = p[x], out[2 * x + 1] = p[plane + x];
+        break;
+    case 3:
+        for (x = 0; x < width; x++) out[3 * x] = p[x], out[3 * x + 1] = p[plane + x], out[3 * x + 2] = p[2 * plane + x];
+        break;
+    case 4:
+        for (x = 0; x < width; x++)
+            out[4 * x] = p[x], out[4 * x + 1] = p[plane + x], out[4 * x + 2] = p[2 * plane + x],
+                    out[4 * x + 3] = p[3 * plane + x];
+        break;
+    default:
+        for (x = 0; x < width; x++)
+            for (size_t c = 0; c < k; c++) out[k * x + c] = p[c * plane + x];
+    }
+}
+
+static void interleave_scalar(const uint8_t *p, size_t plane, size_t k, size_t width, uint8_t *out) {
+    interleave_body(p, plane, k, width, out);
+}
+
+#ifdef TP_X86
+__attribute__((target("avx2"))) static void interleave_avx2(const uint8_t *p, size_t plane, size_t k,
+                                                            size_t width, uint8_t *out) {
+    interleave_body(p, plane, k, width, out);
+}
+#endif
+
+/* Row y of the image as pixel-interleaved bytes. */
+static const uint8_t *row_at(const Image *im, size_t y) {
+    Planes *pl = im->planes;
+    if (!pl) return im->data + y * im->row_bytes;
+    uint8_t *row = pl->rows[y & 1];
+    if (pl->held[y & 1] != y) {
+        const uint8_t *p = pl->data + y * pl->width;
+        size_t plane = im->height * pl->width;
+#ifdef TP_X86
+        if (simd())
+            interleave_avx2(p, plane, im->bpp, pl->width, row);
+        else
+#endif
+            interleave_scalar(p, plane, im->bpp, pl->width, row);
+        pl->held[y & 1] = y;
+    }
+    return row;
 }
 
 /* Filter row y into im->line[0..1+row_bytes): the filter byte, then the residuals. */
 static void filter_line(const Image *im, int kind, size_t y) {
+    const uint8_t *cur = row_at(im, y), *prev = y ? row_at(im, y - 1) : im->zero;
     im->line[0] = (uint8_t)kind;
-    filter_row(kind, im->data + y * im->row_bytes, row_above(im, y), im->line + 1, im->row_bytes, im->bpp);
+    filter_row(kind, cur, prev, im->line + 1, im->row_bytes, im->bpp);
+}
+
+/* filter_line for the pass that writes the row, which also keeps im->range. */
+static void filter_next(const Image *im, int kind, size_t y) {
+    filter_line(im, kind, y);
+    if (im->range) {
+        uint8_t low, high;
+        byte_range(row_at(im, y), im->row_bytes, &low, &high);
+        im->range[0] = low < im->range[0] ? low : im->range[0];
+        im->range[1] = high > im->range[1] ? high : im->range[1];
+    }
 }
 
 /* The NumPy path's sample: up to SAMPLE_ROWS rows evenly spaced from row 1 (row 0 alone for
@@ -742,7 +883,7 @@ static size_t write_stored(const Image *im, int kind, uint8_t *out) {
     for (size_t y = 0; y < im->height; y++) {
         const uint8_t *p = im->line;
         size_t n = 1 + im->row_bytes;
-        filter_line(im, kind, y);
+        filter_next(im, kind, y);
         adler = adler32(adler, p, n);
         while (n > 0) {
             if (left_in_block == 0) {
@@ -804,7 +945,7 @@ static long long write_huffman(const Image *im, int kind, uint8_t *out, size_t c
     write_header(&w, lengths);
     uint32_t adler = 1;
     for (size_t y = 0; y < im->height; y++) {
-        filter_line(im, kind, y);
+        filter_next(im, kind, y);
         adler = adler32(adler, im->line, 1 + im->row_bytes);
         if (write_symbols(&w, &c, im->line, 1 + im->row_bytes)) return -1;
     }
@@ -866,23 +1007,29 @@ static uint8_t *scratch_get(size_t size, int *temporary) {
 
 /* The zlib stream of the image, at *result; 0 on failure to allocate (no exception set: the
  * GIL is released). *allocation: memory the caller frees, or NULL (the thread's scratch). */
-static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_t bpp, double flat,
-                     uint8_t **result, uint8_t **allocation) {
+static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_t bpp, double flat, int planar,
+                     uint8_t *range, uint8_t **result, uint8_t **allocation) {
     size_t stored = stored_size(height * (1 + row_bytes)), bound = stored + HEADER_MAX + SLACK;
     size_t line = (1 + row_bytes + 15) & ~(size_t)15, total = height * (1 + row_bytes);
     size_t pair = total >= PAIR_MIN_BYTES ? 65536 * sizeof(uint32_t) : 0;
     int temporary;
-    uint8_t *memory = scratch_get(pair + bound + 2 * line, &temporary);
+    uint8_t *memory = scratch_get(pair + bound + (planar ? 4 : 2) * line, &temporary);
     *allocation = temporary ? memory : NULL;
     if (!memory) return 0;
-    /* the two-literal table first, aligned as malloc aligns; then the output, two lines */
+    /* the two-literal table first, aligned as malloc aligns; then the output, two (or four) lines */
     uint8_t *out = memory + pair;
-    Image im = {data, height, row_bytes, bpp, out + bound, out + bound + line, pair ? (uint32_t *)memory : NULL};
+    Planes planes = {data, row_bytes / bpp, {out + bound + 2 * line, out + bound + 3 * line}, {SIZE_MAX, SIZE_MAX}};
+    Image im = {data,        height, row_bytes, bpp, out + bound, out + bound + line, pair ? (uint32_t *)memory : NULL,
+                planar ? &planes : NULL, range};
     memset(im.zero, 0, row_bytes);
+    if (range) range[0] = 255, range[1] = 0;
     double residual;
     int kind = choose_filter(&im, &residual);
     *result = NULL;
-    if (residual < flat) return 1; /* the caller uses another deflate */
+    if (residual < flat) { /* the caller uses another deflate */
+        if (range) byte_range(data, height * row_bytes, range, range + 1);
+        return 1;
+    }
     long long size = write_huffman(&im, kind, out, stored);
     *result = out;
     return size >= 0 ? (size_t)size : write_stored(&im, kind, out);
@@ -892,22 +1039,29 @@ static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_
  * Python interface.
  * ---------------------------------------------------------------------------------------- */
 PyDoc_STRVAR(deflate_image_doc,
-             "deflate_image(data, height, row_bytes, bpp, flat=0.0, /) -> bytes | None\n\n"
+             "deflate_image(data, height, row_bytes, bpp, flat=0.0, planar=False, ranged=False, /)\n"
+             "    -> bytes | None | tuple[bytes | None, int, int]\n\n"
              "The zlib stream (PNG IDAT payload) of `height` rows of `row_bytes` 8-bit sample bytes\n"
              "held C-contiguously in `data` (any buffer), `bpp` bytes per pixel (1..8). None when\n"
              "the sampled rows' mean |residual| per byte is under `flat` (mask-like images, which an\n"
-             "LZ77 deflate codes much smaller). The GIL is released while it works.");
+             "LZ77 deflate codes much smaller). `planar`: `data` holds the samples channels-first,\n"
+             "`bpp` planes of height x (row_bytes / bpp) bytes. `ranged`: return (stream, smallest\n"
+             "byte, largest byte), found on the way. The GIL is released while it works.");
 
 static PyObject *deflate_image(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t height, row_bytes, bpp;
     double flat = 0.0;
+    int planar = 0, ranged = 0;
+    uint8_t range[2] = {0, 0};
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*nnn|d:deflate_image", &view, &height, &row_bytes, &bpp, &flat)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*nnn|dpp:deflate_image", &view, &height, &row_bytes, &bpp, &flat, &planar, &ranged))
+        return NULL;
     if (height < 1 || row_bytes < 1 || bpp < 1 || bpp > 8 || view.len / row_bytes != height ||
-        view.len % row_bytes != 0) {
+        view.len % row_bytes != 0 || (planar && row_bytes % bpp != 0)) {
         PyErr_Format(PyExc_ValueError,
-                     "deflate_image: %zd bytes are not %zd rows of %zd bytes, or bpp %zd is not 1..8",
+                     "deflate_image: %zd bytes are not %zd rows of %zd bytes, or bpp %zd is not 1..8 "
+                     "(or, planar, does not divide the row)",
                      view.len, height, row_bytes, bpp);
         PyBuffer_Release(&view);
         return NULL;
@@ -915,7 +1069,8 @@ static PyObject *deflate_image(PyObject *self, PyObject *args) {
     uint8_t *stream = NULL, *allocation = NULL;
     size_t size;
     Py_BEGIN_ALLOW_THREADS;
-    size = encode(view.buf, (size_t)height, (size_t)row_bytes, (size_t)bpp, flat, &stream, &allocation);
+    size = encode(view.buf, (size_t)height, (size_t)row_bytes, (size_t)bpp, flat, planar, ranged ? range : NULL,
+                  &stream, &allocation);
     Py_END_ALLOW_THREADS;
     PyBuffer_Release(&view);
     if (size == 0) {
@@ -924,6 +1079,7 @@ static PyObject *deflate_image(PyObject *self, PyObject *args) {
     }
     if (stream == NULL) {
         free(allocation);
+        if (ranged) return Py_BuildValue("(Oii)", Py_None, (int)range[0], (int)range[1]);
         Py_RETURN_NONE;
     }
     /* The copy into the new object runs without the GIL too: on a large image, its page
@@ -936,6 +1092,7 @@ static PyObject *deflate_image(PyObject *self, PyObject *args) {
         Py_END_ALLOW_THREADS;
     }
     free(allocation);
+    if (out && ranged) return Py_BuildValue("(Nii)", out, (int)range[0], (int)range[1]);
     return out;
 }
 
@@ -966,7 +1123,7 @@ static PyObject *filter_image(PyObject *self, PyObject *args) {
     uint8_t *zero = calloc((size_t)row_bytes, 1);
     if (zero) {
         double residual;
-        Image im = {view.buf, (size_t)height, (size_t)row_bytes, (size_t)bpp, out.buf, zero, NULL};
+        Image im = {view.buf, (size_t)height, (size_t)row_bytes, (size_t)bpp, out.buf, zero, NULL, NULL, NULL};
         kind = choose_filter(&im, &residual);
         for (size_t y = 0; y < im.height; y++) { /* straight into the output rows */
             im.line = (uint8_t *)out.buf + y * (1 + im.row_bytes);
@@ -979,6 +1136,27 @@ static PyObject *filter_image(PyObject *self, PyObject *args) {
     PyBuffer_Release(&out);
     if (kind < 0) return PyErr_NoMemory();
     return PyLong_FromLong(kind);
+}
+
+PyDoc_STRVAR(byte_range_doc,
+             "byte_range(data, /) -> tuple[int, int]\n\n"
+             "The smallest and the largest byte of a non-empty buffer. The GIL is released while it works.");
+
+static PyObject *py_byte_range(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    uint8_t low = 0, high = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*:byte_range", &view)) return NULL;
+    if (view.len < 1) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "byte_range: the buffer is empty");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    byte_range(view.buf, (size_t)view.len, &low, &high);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(ii)", (int)low, (int)high);
 }
 
 PyDoc_STRVAR(adler32_doc, "adler32(data, value=1, /) -> int\n\nAdler-32 of a buffer (for tests).");
@@ -1022,6 +1200,7 @@ static PyMethodDef methods[] = {
     {"deflate_image", deflate_image, METH_VARARGS, deflate_image_doc},
     {"filter_image", filter_image, METH_VARARGS, filter_image_doc},
     {"adler32", py_adler32, METH_VARARGS, adler32_doc},
+    {"byte_range", py_byte_range, METH_VARARGS, byte_range_doc},
     {"set_scalar", set_scalar, METH_O, set_scalar_doc},
     {"simd", py_simd, METH_NOARGS, simd_doc},
     {"cpu_features", cpu_features, METH_NOARGS, cpu_features_doc},
@@ -1037,7 +1216,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__native(void) {
 #ifdef TP_X86
     __builtin_cpu_init();
-    have_avx2 = __builtin_cpu_supports("avx2");
+    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2"); /* every AVX2 CPU has BMI2 */
 #endif
     const char *env = getenv("TENSORPNG_NATIVE_SCALAR");
     force_scalar = env != NULL && env[0] != '\0' && strcmp(env, "0") != 0;

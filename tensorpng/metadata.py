@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _cpu_codec
 from ._version import __version__
 
 if TYPE_CHECKING:  # convert imports the options, which import this module's key
@@ -47,6 +48,7 @@ DTYPES = (
 )  # fmt: skip
 _FRAMEWORK = re.compile(r"[a-z_][a-z0-9_]{0,39}")  # a module name: only compared with "torch"
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+Extremes = tuple[float | None, float | None]  # an image's finite min and max
 
 
 class RecordError(ValueError):
@@ -85,17 +87,8 @@ class MappingRecord:
 
     def json_entry(self) -> dict[str, Any]:
         """The record as the JSON object it is written as (a new dict, in field order)."""
-        # getattr, not dataclasses.asdict: asdict deep-copies every value (a 4x slower record,
-        # which for small images is a good part of the cost of a file)
-        entry: dict[str, Any] = {}
-        for name in _FIELD_NAMES:
-            value = getattr(self, name)
-            if value is None and name in _OMITTED_WHEN_NONE:
-                continue
-            entry[name] = list(value) if isinstance(value, tuple) else value
-        if self.grid is not None:
-            entry["grid"] = dict(zip(("count", "nrow", "padding"), self.grid, strict=True))
-        return entry
+        # getattr, not dataclasses.asdict: asdict deep-copies every value (4x slower)
+        return _json_entry({name: getattr(self, name) for name in _FIELD_NAMES})
 
     @classmethod
     def from_json(cls, text: str) -> MappingRecord:
@@ -157,6 +150,20 @@ def _grid_size(grid: tuple[int, int, int], height: int, width: int) -> tuple[int
 
 _FIELD_NAMES = tuple(field.name for field in fields(MappingRecord))
 _OMITTED_WHEN_NONE = frozenset(("cmap", "grid", "per_image_range", "frames", "fps", "loop"))
+
+
+def _json_entry(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON object of a record's field values (given in field order): the optional fields
+    left out when None, tuples as lists, the grid as an object."""
+    entry: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None and name in _OMITTED_WHEN_NONE:
+            continue
+        entry[name] = list(value) if isinstance(value, tuple) else value
+    grid = values["grid"]
+    if grid is not None:
+        entry["grid"] = dict(zip(("count", "nrow", "padding"), grid, strict=True))
+    return entry
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))  # what json.dumps(separators=...) makes per call
@@ -300,6 +307,9 @@ def _finite_extremes(values: np.ndarray) -> tuple[float | None, float | None]:
     """Finite min and max of a host array (None when it holds no finite value)."""
     if values.dtype.kind == "b":
         values = values.astype(np.uint8)
+    fast = _cpu_codec.byte_range(values)  # 8-bit samples: one pass in C
+    if fast is not None:
+        return float(fast[0]), float(fast[1])
     if values.dtype.kind != "f":
         return float(values.min()), float(values.max())
     low, high = float(values.min()), float(values.max())
@@ -333,16 +343,23 @@ def _row_value(array: Any, index: int) -> float:
     return float(row.reshape(-1)[0])
 
 
-def mapping_record(
-    batch: Batch,
-    index: int | None,
-    extremes: tuple[float | None, float | None] | None = None,
-) -> MappingRecord:
+def mapping_record(batch: Batch, index: int | None, extremes: Extremes | None = None) -> MappingRecord:
     """The mapping record of image ``index`` of ``batch`` (None: the grid or the only image).
 
     ``extremes`` are the image's finite min and max; computed here for host batches when
     not given.
     """
+    return MappingRecord(**_record_values(batch, index, extremes))
+
+
+def record_text(batch: Batch, index: int | None, extremes: Extremes | None = None) -> str:
+    """``mapping_record(...).to_json()`` without the record: the same values, made JSON by the
+    same rules, microseconds sooner (a tenth of a small image's file)."""
+    return record_json(_json_entry(_record_values(batch, index, extremes)))
+
+
+def _record_values(batch: Batch, index: int | None, extremes: Extremes | None) -> dict[str, Any]:
+    """The field values of :func:`mapping_record`'s record, in field order (up to ``loop``)."""
     options = batch.options.scaling
     plan = batch.plan
     position = index if index is not None else 0
@@ -363,34 +380,36 @@ def mapping_record(
         mapping = "colormap"
     if batch.palette_table is not None:
         mapping = "palette"  # the colors are in the file's PLTE chunk
-    return MappingRecord(
-        version=__version__,
-        framework=batch.source.framework,
-        dtype=batch.source.input_dtype,
-        shape=tuple(batch.source.shape),
-        layout=batch.layout.name,
-        index=index,
-        mapping=mapping,
-        bits=plan.bits,
-        mean=tuple(options.mean) if options.mean else None,
-        std=tuple(options.std) if options.std else None,
-        scale=options.scale,
-        value_range=(_finite(low), _finite(high)) if low is not None else None,
-        min=_finite(extremes[0]) if extremes else None,
-        max=_finite(extremes[1]) if extremes else None,
-        cmap=batch.colormap,
-        grid=grid,
-        per_image_range=(options.scale == "image" and batch.count > 1) if batch.writes_grid else None,
-    )
+    source = batch.source
+    return {
+        "version": __version__,
+        "framework": source.framework,
+        "dtype": source.input_dtype,
+        "shape": tuple(source.shape),
+        "layout": batch.layout.name,
+        "index": index,
+        "mapping": mapping,
+        "bits": plan.bits,
+        "mean": tuple(options.mean) if options.mean else None,
+        "std": tuple(options.std) if options.std else None,
+        "scale": options.scale,
+        "value_range": (_finite(low), _finite(high)) if low is not None else None,
+        "min": _finite(extremes[0]) if extremes else None,
+        "max": _finite(extremes[1]) if extremes else None,
+        "cmap": batch.colormap,
+        "grid": grid,
+        "per_image_range": (options.scale == "image" and batch.count > 1) if batch.writes_grid else None,
+    }  # frames, fps and loop: animations set them (see _frames)
 
 
 def text_chunks(
-    user: Mapping[str, str] | None, entry: MappingRecord | None, enabled: bool = True
+    user: Mapping[str, str] | None, entry: MappingRecord | str | None, enabled: bool = True
 ) -> dict[str, str] | None:
-    """The text chunks of one file: the mapping record (unless disabled) and user entries."""
+    """The text chunks of one file: the mapping record (unless disabled; a record, or its
+    JSON from :func:`record_text`) and user entries."""
     chunks: dict[str, str] = {}
     if enabled and entry is not None:
-        chunks[METADATA_KEY] = entry.to_json()
+        chunks[METADATA_KEY] = entry if isinstance(entry, str) else entry.to_json()
     if user:
         chunks.update(user)
     return chunks or None

@@ -12,8 +12,9 @@ comes from :mod:`tensorpng._png_chunks`.
 
 from __future__ import annotations
 
+import functools
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, TypedDict, Unpack
 
@@ -66,6 +67,14 @@ def check_image(image: np.ndarray) -> None:
         raise ShapeError(f"PNG width and height are at most 2**31-1, got shape {tuple(image.shape)}")
 
 
+@functools.lru_cache(maxsize=256)
+def _file_header(width: int, height: int, bit_depth: int, color_type: int) -> bytes:
+    """The signature and IHDR; images come in few sizes, and building IHDR (its checks, its
+    CRC) cost more than a look-up: a few microseconds a file, after an encode left the
+    caches cold."""
+    return SIGNATURE + ihdr(width, height, bit_depth, color_type)
+
+
 class StageKeywords(TypedDict, total=False):
     """The options of every encoding stage; defaults on the first stages' signatures."""
 
@@ -112,9 +121,11 @@ class FilteredPNG:
     compression: Compression
     residual: float  # mean |residual| per byte of the sampled rows (picks the deflate window)
     # With the native encoder (see _cpu_codec): bytes per pixel, and ``scanlines`` holds the
-    # H x n unfiltered sample bytes, which the extension filters and deflates in stage 2.
+    # H x n unfiltered sample bytes, which the extension filters and deflates in stage 2 (with
+    # ``planar``: the bpp x H x W planes of channels-first samples, interleaved there).
     native_bpp: int = 0
     bit_depth: int = 8
+    planar: bool = False
 
 
 def filter_png(
@@ -129,7 +140,7 @@ def filter_png(
     channels = 1 if image.ndim == 2 else image.shape[2]
     height, width = image.shape[:2]
     bit_depth = 8 * image.dtype.itemsize
-    header = SIGNATURE + ihdr(width, height, bit_depth, COLOR_TYPES[channels])
+    header = _file_header(width, height, bit_depth, COLOR_TYPES[channels])
     return _filtered(*byte_planes(image), header, bit_depth, compression, text)
 
 
@@ -142,11 +153,11 @@ def deflate_png(filtered: FilteredPNG) -> bytes:
     """The zlib stream of the filtered scanlines (the image data without its chunks; APNG
     frames put it in ``fdAT``). Releases the GIL throughout."""
     lines, bpp = filtered.scanlines, filtered.native_bpp
-    native = _native_deflate(lines, bpp) if bpp and filtered.bit_depth <= 8 else None
+    native = _native_deflate(lines, bpp, filtered.planar) if bpp and filtered.bit_depth <= 8 else None
     if native is not None:
         return native
     if bpp and filtered.bit_depth <= 8:  # mask-like: NumPy filters + ISA-L, here on this thread
-        scanlines, residual = filtered_fast(lines[None], bpp)
+        scanlines, residual = filtered_fast(*((lines, 1) if filtered.planar else (lines[None], bpp)))
         return deflate_fast(scanlines, residual)
     if filtered.compression == "fast" and filtered.bit_depth > 8:  # 16-bit: filters, libdeflate
         return _cpu_codec.deflate_deep(_cpu_codec.native_filter(lines, bpp) if bpp else lines)
@@ -157,18 +168,48 @@ def deflate_png(filtered: FilteredPNG) -> bytes:
     return zlib.compress(lines.data, 0)
 
 
-def _native_deflate(lines: np.ndarray, bpp: int) -> bytes | None:
+def _native_deflate(lines: np.ndarray, bpp: int, planar: bool = False) -> bytes | None:
     """The native encoder's zlib stream (None for a mask-like image); a big image with
-    all-zero rows to cut after (a grid's padding) in slices on every core."""
+    all-zero rows to cut after (a grid's padding) in slices on every core (channels-first
+    ``planar`` samples interleaved first: slices are runs of rows)."""
 
     def deflate(rows: np.ndarray) -> bytes | None:
         return _cpu_codec.native_deflate(rows, bpp, FLAT_RESIDUAL)
 
-    if lines.nbytes >= _parallel_deflate.PARALLEL_MIN_BYTES and _parallel_deflate.cpu_count() > 1:
-        sliced = _parallel_deflate.native_sliced(lines, deflate)
+    if _sliceable(lines):
+        sliced = _parallel_deflate.native_sliced(interleaved_bytes(lines, 1)[0] if planar else lines, deflate)
         if sliced is not None:
             return sliced
-    return deflate(lines)
+    return _cpu_codec.native_deflate(lines, bpp, FLAT_RESIDUAL, True) if planar else deflate(lines)
+
+
+def _sliceable(lines: np.ndarray) -> bool:
+    """Whether an image is big enough for its rows to be deflated in slices on every core."""
+    return lines.nbytes >= _parallel_deflate.PARALLEL_MIN_BYTES and _parallel_deflate.cpu_count() > 1
+
+
+def encode_png_ranged(
+    image: np.ndarray, text_for: Callable[[float, float], Mapping[str, str] | None]
+) -> bytes | None:
+    """``encode_png(image, text=text_for(low, high))`` with ``image``'s smallest and largest
+    sample found by the native encoder as it codes them, not in passes over the image of their
+    own (they go in the metadata record, before the image data). None where that encoder does
+    not code this image (not 8-bit, another encoder, mask-like, sliced): encode it as usual."""
+    check_image(image)
+    if image.dtype.itemsize != 1 or not _native_filters("fast", 8):
+        return None
+    planes, distance = byte_planes(image)
+    planar = planes.shape[0] > 1
+    lines, bpp = (planes, planes.shape[0]) if planar else (planes[0], distance)
+    if _sliceable(lines):
+        return None
+    stream, low, high = _cpu_codec.native_deflate_ranged(lines, bpp, FLAT_RESIDUAL, planar)
+    if stream is None:
+        return None
+    height, width = image.shape[:2]
+    header = _file_header(width, height, 8, COLOR_TYPES[1 if image.ndim == 2 else image.shape[2]])
+    text = text_for(float(low), float(high))
+    return png_bytes((b"".join((header, text_chunks(text))) if text else header,), stream)
 
 
 def _native_filters(compression: Compression, bit_depth: int) -> bool:
@@ -196,9 +237,10 @@ def _filtered(
     ``header``: the signature and IHDR; ``before_idat`` are complete chunks (e.g. ``PLTE``)
     written after IHDR and the text chunks, before the image data.
     """
-    residual, native_bpp = 0.0, 0
-    if _native_filters(compression, bit_depth):
-        lines, native_bpp = interleaved_bytes(planes, distance)  # the extension filters them
+    residual, native_bpp, planar = 0.0, 0, False
+    if _native_filters(compression, bit_depth):  # the extension filters (and interleaves) them
+        planar = planes.shape[0] > 1
+        lines, native_bpp = (planes, planes.shape[0]) if planar else interleaved_bytes(planes, distance)
     elif compression == "fast":
         lines, residual = filtered_fast(planes, distance)
     elif compression == "small":
@@ -206,7 +248,7 @@ def _filtered(
     else:
         lines = scanlines_of(planes, FILTER_NONE)  # the samples as they are, one copy
     head = b"".join((header, text_chunks(text), *before_idat)) if text or before_idat else header
-    return FilteredPNG(head, lines, compression, residual, native_bpp, bit_depth)
+    return FilteredPNG(head, lines, compression, residual, native_bpp, bit_depth, planar)
 
 
 def filter_pngs(
@@ -223,7 +265,7 @@ def filter_pngs(
     _check_compression(compression)
     height, width = first.shape[:2]
     bit_depth = 8 * first.dtype.itemsize
-    header = SIGNATURE + ihdr(width, height, bit_depth, COLOR_TYPES[1 if first.ndim == 2 else first.shape[2]])
+    header = _file_header(width, height, bit_depth, COLOR_TYPES[1 if first.ndim == 2 else first.shape[2]])
     if (
         _native_filters(compression, bit_depth)
         and bit_depth == 8
@@ -345,6 +387,6 @@ def filter_indexed_png(
             f"(indices 0..{palette.shape[0] - 1})"
         )
     palette_chunk = plte(np.ascontiguousarray(palette[:entries]).tobytes())
-    header = SIGNATURE + ihdr(width, height, depth, COLOR_TYPE_INDEXED)
+    header = _file_header(width, height, depth, COLOR_TYPE_INDEXED)
     planes = np.ascontiguousarray(_pack_indices(labels, depth))[None]
     return _filtered(planes, 1, header, depth, compression, text, (palette_chunk,))

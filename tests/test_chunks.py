@@ -15,6 +15,8 @@ from tensorpng._chunks import chunk_bounds, chunk_texts, convert_chunk
 from tensorpng._encode import filtered_chunk, filtered_image, texts
 from tensorpng._options import parse_image_options, parse_png_options
 from tensorpng.convert import prepare
+from tensorpng.metadata import mapping_record, record_text
+from tensorpng.png import FilteredPNG, finish_png
 
 
 def _values() -> np.ndarray:
@@ -78,8 +80,17 @@ def test_a_chunk_converts_as_each_image_does(name: str) -> None:
         for offset, (item, nans) in enumerate(filtered):
             alone_item, alone_nans = filtered_image(batch, start + offset, png_options)
             assert item.head == alone_item.head and nans == alone_nans
-            np.testing.assert_array_equal(item.scanlines, alone_item.scanlines)
+            # the same sample bytes, whether held interleaved or (channels-first) as planes
+            np.testing.assert_array_equal(interleaved(item), interleaved(alone_item))
             assert (item.native_bpp, item.bit_depth) == (alone_item.native_bpp, alone_item.bit_depth)
+            assert finish_png(item) == finish_png(alone_item)
+
+
+def interleaved(item: FilteredPNG) -> np.ndarray:
+    """A stage-1 result's scanline bytes, interleaved (see FilteredPNG.planar)."""
+    if not item.planar:
+        return item.scanlines
+    return np.ascontiguousarray(item.scanlines.transpose(1, 2, 0)).reshape(item.scanlines.shape[1], -1)
 
 
 def test_chunks_cover_the_batch_and_group_small_images() -> None:
@@ -114,3 +125,17 @@ def test_small_images_stay_on_the_calling_thread_unless_workers_are_given() -> N
     assert pipeline_workers(small, 3) == 3  # the caller's choice stands
     large = prepare(np.zeros((4, 3, 128, 128), np.float32), parse_image_options({}))
     assert pipeline_workers(large, None) is None
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_records_json_is_the_records(name: str) -> None:
+    """record_text (what a file gets) is mapping_record(...).to_json() without the record: the
+    same text for every kind of batch, grid, index and extremes."""
+    x, options = CASES[name]
+    options = {key: value for key, value in options.items() if key != "metadata"}
+    for grid in (False, True):
+        batch = prepare(x, parse_image_options({**options, "grid": grid}))
+        for index in (None, 0, batch.count - 1):
+            for extremes in (None, (-1.5, 2.0), (None, None), (float("nan"), 3.0)):
+                expected = mapping_record(batch, index, extremes).to_json()
+                assert record_text(batch, index, extremes) == expected, (grid, index, extremes)

@@ -7,6 +7,7 @@ choice, same residuals); the scalar and SIMD paths write identical bytes.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -22,10 +23,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_png import gil_ratio
 
+import tensorpng
 import tensorpng._cpu_codec as codec
 from conftest import decode_imagecodecs, decode_pypng, parse_chunks, pngcheck_bytes
+from tensorpng._encode import filtered_image
+from tensorpng._options import parse_image_options, parse_png_options
+from tensorpng.convert import prepare
 from tensorpng.errors import OptionError
-from tensorpng.png import encode_indexed_png, encode_png
+from tensorpng.png import encode_indexed_png, encode_png, filter_png, finish_png
 
 native = pytest.importorskip("tensorpng._native", reason="the C extension is not built (no compiler)")
 
@@ -385,3 +390,92 @@ def test_sixteen_bit_filtering_matches_numpy(monkeypatch: pytest.MonkeyPatch, tm
         assert zlib.decompress(idat(encoded)) == zlib.decompress(idat(reference))
         assert np.array_equal(decode_imagecodecs(encoded), image)
         pngcheck_bytes(encoded, tmp_path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(1, 40),
+    width=st.integers(1, 90),
+    channels=st.integers(2, 4),
+    kind=st.sampled_from(["random", "runs", "smooth", "flat"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_channels_first_planes_give_the_interleaved_stream(
+    height: int, width: int, channels: int, kind: str, seed: int
+) -> None:
+    """Planes (C x H x W) are interleaved a row at a time in C: the stream of the interleaved
+    copy, on both paths, and the smallest and largest byte found on the way."""
+    rng = np.random.default_rng(seed)
+    shape = (height, width, channels)
+    if kind == "random":
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+    elif kind == "runs":
+        image = np.repeat(rng.integers(0, 3, (height, -(-width // 9), channels)), 9, axis=1)[:, :width]
+    elif kind == "smooth":
+        image = rng.integers(0, 4, shape).cumsum(axis=1) % 256
+    else:
+        image = np.full(shape, rng.integers(0, 256))
+    image = image.astype(np.uint8)
+    planes = np.ascontiguousarray(image.transpose(2, 0, 1))
+    args = (height, width * channels, channels)
+    for flat in (0.0, 1.0):  # 1.0: flat images are left to the LZ77 deflate (None)
+        expected = native.deflate_image(image, *args, flat)
+        for scalar in (False, True):
+            native.set_scalar(scalar)
+            assert native.deflate_image(planes, *args, flat, True) == expected, (scalar, flat)
+            for data, planar in ((image, False), (planes, True)):
+                ranged = native.deflate_image(data, *args, flat, planar, True)
+                assert ranged == (expected, image.min(), image.max()), (scalar, flat, planar)
+
+
+@pytest.mark.parametrize("size", [1, 31, 32, 127, 128, 129, 255, 1000, 100_003])
+def test_byte_range_matches_numpy(size: int) -> None:
+    rng = np.random.default_rng(size)
+    for low, high in ((0, 256), (7, 8), (100, 180)):
+        data = rng.integers(low, high, size, dtype=np.uint8)
+        data[rng.integers(0, size)] = rng.integers(0, 256)  # an outlier anywhere, tail included
+        for scalar in (False, True):
+            native.set_scalar(scalar)
+            assert native.byte_range(data) == (data.min(), data.max()), scalar
+    with pytest.raises(ValueError, match="empty"):
+        native.byte_range(b"")
+
+
+def test_channels_first_samples_reach_the_extension_uncopied() -> None:
+    """Stage 1 keeps a C x H x W image's planes as they are (the extension interleaves them),
+    instead of an interleaving copy that took as long as the encoding."""
+    planes = (
+        np.random.default_rng(8).integers(0, 9, (3, 40, 50), dtype=np.uint8).cumsum(axis=2, dtype=np.uint8)
+    )
+    filtered = filter_png(planes.transpose(1, 2, 0))
+    assert filtered.planar and filtered.native_bpp == 3
+    assert np.shares_memory(filtered.scanlines, planes)
+    assert finish_png(filtered) == encode_png(np.ascontiguousarray(planes.transpose(1, 2, 0)))
+
+
+@pytest.mark.parametrize("kind", ["hwc", "torch chw", "mask", "noise", "gray", "batch of one"])
+def test_encode_finds_the_records_min_and_max_while_coding(kind: str, tmp_path: Path) -> None:
+    """tensorpng.encode of 8-bit input takes the record's min and max from the native encoder
+    (no pass of their own): the same file as the two stages write, with the right values."""
+    import torch
+
+    rng = np.random.default_rng(9)
+    smooth = (rng.integers(0, 5, (60, 80, 3)).cumsum(axis=1) % 200 + 20).astype(np.uint8)
+    x: object = {
+        "hwc": smooth,
+        "torch chw": torch.from_numpy(smooth).permute(2, 0, 1).contiguous(),
+        "mask": np.kron(rng.integers(3, 6, (6, 8)), np.ones((10, 10), int)).astype(np.uint8),
+        "noise": rng.integers(1, 250, (50, 50, 4), dtype=np.uint8),
+        "gray": smooth[..., 0],
+        "batch of one": smooth[None],
+    }[kind]
+    values = np.asarray(x)
+    data = tensorpng.encode(x)
+    options = parse_image_options({})
+    png_options = parse_png_options({})
+    batch = prepare(x, options)
+    filtered, _ = filtered_image(batch, 0, png_options)
+    assert data == finish_png(filtered)
+    record = json.loads(dict(parse_chunks(data))[b"tEXt"].split(b"\0", 1)[1])
+    assert (record["min"], record["max"]) == (values.min(), values.max())
+    pngcheck_bytes(data, tmp_path)

@@ -130,6 +130,7 @@ def test_a_big_grid_is_sliced_and_decodes_everywhere(tmp_path: Path, monkeypatch
     x[:, :, 40:60] = 0  # black bands inside the images too
     # The module objects the encoder itself uses (not this file's imports of them).
     codec, parallel = png_module._cpu_codec, png_module._parallel_deflate
+    monkeypatch.setenv(codec.ENV, "native")  # also in CI's run with TENSORPNG_CPU_ENCODER=numpy
     assert codec.method(8) == "native", codec.describe()
     monkeypatch.setattr(parallel, "cpu_count", lambda: 4)  # as on a 4-core machine
     calls: list[int] = []

@@ -6,11 +6,13 @@ from __future__ import annotations
 import inspect
 from typing import TypedDict, Unpack
 
+import numpy as np
 import pytest
 
 import tensorpng
 from tensorpng import UnknownOptionError
-from tensorpng._options import DEFAULTS, WriterKeywords, takes_options
+from tensorpng._api import parsed_options
+from tensorpng._options import DEFAULTS, WriterKeywords, parse_image_options, parse_png_options, takes_options
 from tensorpng.lightning import ImageSaver
 from tensorpng.tensorboard import add_image, add_images
 
@@ -89,3 +91,23 @@ def test_the_hint_and_the_decorator_must_name_one_group() -> None:
         @takes_options(WriterKeywords)
         def function(**options: Unpack[Group]) -> None:
             pass
+
+
+def test_a_call_with_every_option_at_its_default_reuses_the_parsed_records() -> None:
+    """encode/save parse their options once per process for the all-defaults call; any option
+    given, even equal to its default but another object, is parsed as usual."""
+    filled = dict(DEFAULTS)
+    first = parsed_options(filled)
+    assert parsed_options(dict(DEFAULTS)) is first
+    assert first == (parse_image_options(DEFAULTS), parse_png_options(DEFAULTS))
+    for name, value in (("bits", 16), ("metadata", False), ("mean", np.array([0.5])), ("pad_value", 0.0 + 0)):
+        options = parsed_options({**filled, name: value})
+        assert options is not first
+        assert options == (
+            parse_image_options({**filled, name: value}),
+            parse_png_options({**filled, name: value}),
+        )
+    image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    bit_depth = 24  # IHDR's bit depth: after the signature, the chunk's length and tag, W and H
+    assert tensorpng.encode(image, bits=16)[bit_depth] == 16
+    assert tensorpng.encode(image)[bit_depth] == 8
