@@ -54,6 +54,27 @@ ALIASES: dict[str, str] = {
 # spaces, hyphens and slashes; a JSON string value, or anything up to the next comma.
 _SETTING = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _KEY = re.compile(r"\w[\w \-/]+")
+_KEY_RUN = re.compile(r"\s*(\w)[\w \-/]*")  # the maximal run a key could be cut from
+
+
+def _settings(line: str) -> list[tuple[str, str]]:
+    """``_SETTING.findall(line)``, in linear time. findall tries a match at every position;
+    inside a run of key characters not followed by a colon each try scans to the run's end
+    and fails, which made a long line without colons quadratic (80,000 characters: 20 s).
+    Every position of such a run fails alike (the key is the whole rest of the run), so the
+    run is skipped in one step."""
+    found: list[tuple[str, str]] = []
+    position = 0
+    while position <= len(line):
+        match = _SETTING.match(line, position)
+        if match:
+            found.append((match.group(1), match.group(2)))
+            position = max(match.end(), position + 1)
+            continue
+        run = _KEY_RUN.match(line, position)
+        position = run.end() if run and line[run.end() : run.end() + 1] != ":" else position + 1
+    return found
+
 _MIN_SETTINGS = 3  # the WebUI's test for "the last line is settings, not prompt"
 
 
@@ -137,8 +158,10 @@ def parse_parameters(text: str) -> dict[str, str]:
         ``"Model"``, and any other). ``format_parameters`` of the result gives ``text`` back
         (for text the WebUI wrote). A text without a settings line is all prompt.
     """
+    if not isinstance(text, str):
+        raise OptionError(f"parse_parameters reads text (str), got {type(text).__name__}")
     *lines, last = text.strip().split("\n")
-    settings = _SETTING.findall(last)
+    settings = _settings(last)
     if len(settings) < _MIN_SETTINGS:
         lines.append(last)
         settings = []

@@ -131,3 +131,25 @@ def test_pillow_reads_back_what_save_image_wrote() -> None:
     with Image.open(data) as image:
         assert image.text["parameters"] == text
         assert parse_parameters(image.text["parameters"]) == parse_parameters(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet='ab :,"\\-/\t1x\n', max_size=24))
+def test_the_settings_scan_is_the_webuis_regex(line: str) -> None:
+    from tensorpng.parameters import _SETTING, _settings
+
+    assert _settings(line) == _SETTING.findall(line)
+
+
+@pytest.mark.timeout(20)  # a hang guard: the regex's findall took about an hour on 1 MiB
+def test_a_long_line_without_colons_is_read_in_linear_time() -> None:
+    text = "a" * (1 << 20)  # the largest text value tensorpng reads
+    assert tensorpng.parse_parameters(text)["prompt"] == text
+    data = tensorpng.encode(np.zeros((2, 2), np.uint8), metadata={"parameters": ("word " * 200_000).strip()})
+    assert tensorpng.parse_parameters(tensorpng.read_text(data)["parameters"])["negative_prompt"] == ""
+
+
+@pytest.mark.parametrize("value", [None, 123, b"Steps: 20"])
+def test_parse_parameters_takes_text_only(value: object) -> None:
+    with pytest.raises(tensorpng.OptionError, match="reads text"):
+        tensorpng.parse_parameters(value)  # type: ignore[arg-type]
