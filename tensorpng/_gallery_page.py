@@ -134,6 +134,11 @@ figcaption { font-size: 12px; overflow-wrap: anywhere; opacity: 0.85; }
       body.dataset.loaded = String(loaded); body.dataset.failed = String(failed);
       if (loaded + failed === shown.length) body.dataset.status = "complete";
     }
+    // Names come from data: each segment is URL-encoded ("#", "?", "%", ":" are characters
+    // of a file name, not of a URL), and "./" keeps "javascript:..." a relative path.
+    function url(path) {
+      return "./" + (index.base + path).split("/").map(encodeURIComponent).join("/");
+    }
     shown.forEach(function (image) {
       if (heading(image) !== group) {
         group = heading(image);
@@ -145,7 +150,7 @@ figcaption { font-size: 12px; overflow-wrap: anywhere; opacity: 0.85; }
       }
       var figure = document.createElement("figure");
       var link = document.createElement("a");
-      link.href = index.base + image.path;
+      link.href = url(image.path);
       var img = document.createElement("img");
       img.loading = state.eager ? "eager" : "lazy";
       img.decoding = "async";
@@ -157,7 +162,7 @@ figcaption { font-size: 12px; overflow-wrap: anywhere; opacity: 0.85; }
         settle(img.naturalWidth > 0);
       });
       img.addEventListener("error", function () { img.dataset.failed = "1"; settle(false); });
-      img.src = index.base + image.path;
+      img.src = url(image.path);
       link.appendChild(img);
       var text = document.createElement("figcaption");
       text.textContent = caption(image);

@@ -278,3 +278,24 @@ def test_ten_thousand_images(tmp_path: Path) -> None:
     attributes = body_attributes(dom)
     assert attributes["data-status"] == "complete" and attributes["data-loaded"] == "1"
     assert re.findall(r'data-path="([^"]+)"', dom) == ["run3/step000500/0.png"]
+
+
+@needs_chromium
+def test_names_from_data_are_paths_not_urls(tmp_path: Path) -> None:
+    """A folder named like a URL scheme, and names with "#", "?" and "%": every link and image
+    points at its own file (a script link would be an injection; "#" or "%" a broken image)."""
+    root = tmp_path / "out"
+    with tensorpng.Writer(root) as writer:
+        for tag in ("javascript:alert(document.domain)", "50%off#1?x", "plain"):
+            writer.save(solid((200, 30, 30)), "{tag}/img.png", tag=tag)
+    names = sorted(image["path"] for image in build_index(root))
+    assert any(name.startswith("javascript:") for name in names)
+    page = write_gallery(root)
+    dom, log = chromium(page.as_uri() + "#eager=1")
+    attributes = body_attributes(dom)
+    assert attributes["data-status"] == "complete", attributes
+    assert attributes["data-loaded"] == "3" and attributes["data-failed"] == "0", attributes
+    assert console_messages(log) == []
+    hrefs = re.findall(r'<a href="([^"]+)"', dom)
+    assert len(hrefs) == 3 and all(href.startswith("./") for href in hrefs), hrefs
+    assert not any(href.lower().startswith("javascript:") for href in hrefs)
