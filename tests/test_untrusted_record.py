@@ -356,3 +356,22 @@ def test_undoing_a_colormap_takes_memory_linear_in_the_pixels(tmp_path: Path) ->
         distances = ((table - rgb[row, col].astype(np.int64)) ** 2).sum(axis=1)
         nearest = np.flatnonzero((table == table[np.argmin(distances)]).all(axis=1)).mean()
         assert values[row, col] == pytest.approx(nearest / 255, abs=1e-9)
+
+
+@pytest.mark.timeout(20)  # a hang guard: a 178-byte file took 11 s, 64 KiB minutes
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"' + '\\"' * 32767,  # escaped quotes, never closed
+        '{"a": "' + "[" * 30000 + '"}',  # brackets inside a string are no nesting
+        "[" * 65536,
+        '{"k": "' + '\\\\"' * 21000,
+    ],
+)
+def test_checking_a_record_takes_one_pass(text: str) -> None:
+    with pytest.raises(RecordError):  # not JSON, too deep, or not a record: refused, and quickly
+        MappingRecord.from_json(text)
+    data = encode_png(np.zeros((4, 4), np.uint8), text={"tensorpng": text[: (1 << 16)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tensorpng.RecordWarning)
+        assert tensorpng.load(data, as_tensor=False).shape == (4, 4)
