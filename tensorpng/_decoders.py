@@ -96,9 +96,11 @@ def _pillow(data: bytes, depth: int, color: int) -> np.ndarray:
 
 
 def _pillow_raw(data: bytes, suffix: str | None) -> np.ndarray:
-    from PIL import Image
+    from PIL import PngImagePlugin
 
-    with Image.open(io.BytesIO(data)) as image:
+    # The PNG plugin itself, not Image.open: open's decompression-bomb check (a warning above
+    # 89M pixels, an error above 179M) would override the caller's max_pixels, checked already.
+    with PngImagePlugin.PngImageFile(io.BytesIO(data)) as image:
         if suffix is not None:
             tile: Any = image.tile[0]  # (codec, extents, offset, raw mode); a _Tile in Pillow 11+
             raw = str(tile[3] if isinstance(tile[3], str) else tile[3][0]).replace(";16B", suffix)
@@ -133,11 +135,11 @@ def _run(data: bytes, depth: int, color: int) -> np.ndarray:
             return function(data, depth, color)
         except ImportError:
             failures.append(f"{module} is not installed ({hint})")
-        except DecodeError as error:
+        except Exception as error:  # a decoder's own limit, on a file we validated
+            # (libpng refuses rows or columns over 1,000,000 pixels; Pillow does not): the next
+            # decoder may read it, so that the result does not depend on which one is first.
             failures.append(f"{module}: {error}")
             refused.add(module)
-        except Exception as error:  # a decoder's own error on a file we validated
-            raise DecodeError(f"cannot decode the PNG ({module}: {error})") from error
     others = [hint for module, _, hint in DECODERS if module not in refused]
     advice = f"; install a decoder that reads it: {' or '.join(others)}" if others else ""
     raise DecodeError("no PNG decoder could read the file: " + "; ".join(failures) + advice)

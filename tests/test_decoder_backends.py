@@ -215,3 +215,38 @@ def test_each_backend_alone_cuts_a_trns_key_to_the_bit_depth_as_libpng(
             with Image.open(io.BytesIO(data)) as image:
                 alpha = np.asarray(image.convert("LA" if name.startswith("gray") else "RGBA"))[..., -1]
             np.testing.assert_array_equal(loaded[..., -1], alpha, err_msg=name)
+
+
+def test_a_row_longer_than_libpngs_limit_loads_where_any_decoder_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpng (imagecodecs, OpenCV) refuses rows over 1,000,000 pixels; Pillow reads them. The
+    default order goes on to the next decoder, so tensorpng reads its own wide files."""
+    x = np.random.default_rng(3).integers(0, 256, (2, 1_100_000), dtype=np.uint8)
+    (path,) = tensorpng.save(x, tmp_path / "wide.png")
+    np.testing.assert_array_equal(tensorpng.load(path, as_tensor=False), x)
+    monkeypatch.setenv("TENSORPNG_DECODER", "pillow")
+    np.testing.assert_array_equal(tensorpng.load(path, as_tensor=False), x)
+    monkeypatch.setenv("TENSORPNG_DECODER", "imagecodecs")
+    with pytest.raises(tensorpng.DecodeError, match="imagecodecs"):
+        tensorpng.load(path)
+
+
+def test_pillow_follows_max_pixels_not_its_own_bomb_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """90M pixels: Pillow's Image.open would warn (DecompressionBombWarning); the caller's
+    max_pixels is the one limit, checked before decoding."""
+    import warnings
+
+    width = height = 9500  # 90,250,000 pixels of 1-bit gray: a file of a few KiB
+    data = raw_png(np.zeros((height, (width + 7) // 8), np.uint8), width, height, 1, 0)
+    path = tmp_path / "big.png"
+    path.write_bytes(data)
+    monkeypatch.setenv("TENSORPNG_DECODER", "pillow")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = tensorpng.load(path, as_tensor=False)
+    assert image.shape == (height, width) and not image.any()
+    with pytest.raises(tensorpng.DecodeError, match="max_pixels"):
+        tensorpng.load(path, max_pixels=90_000_000)
