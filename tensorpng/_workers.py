@@ -12,7 +12,7 @@ from ._admission import Admission
 from ._capture import BufferPool, DeviceJob, Job, capture
 from ._pipeline import yield_to_caller
 from .convert import warn_nans
-from .errors import PendingWarnings, defer_warnings
+from .errors import PendingWarnings, WriteError, defer_warnings
 from .sinks import Sink
 
 
@@ -79,6 +79,12 @@ class Workers:
             warn_nans(nans, job.batch.source.description)
             middle = time.perf_counter()
             written = self.sink.write(job.names[index], data, job.overwrite)
+            if not isinstance(written, int) or isinstance(written, bool):  # a custom sink's slip
+                written, bad = 0, written
+                raise WriteError(
+                    f"{type(self.sink).__name__}.write returned {bad!r} for {job.names[index]!r}; a sink "
+                    "returns the number of bytes it wrote (the image counts as failed)"
+                )
         except BaseException as caught:
             error = caught
         end = time.perf_counter()

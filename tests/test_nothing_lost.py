@@ -252,3 +252,28 @@ def test_clean_never_removes_a_live_animations_file(tmp_path: Path) -> None:
     [orphan] = list((tmp_path / "killed").iterdir())
     assert main(["clean", str(tmp_path / "killed"), "--older-than", "0"]) == 0
     assert not orphan.exists()
+
+
+class ForgetfulSink:
+    """A custom sink that writes but forgets to return the byte count."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def write(self, name: str, data: bytes, overwrite: bool) -> None:
+        self.names.append(name)
+
+    def check_absent(self, names: list[str]) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)  # it hung forever: the worker's bookkeeping raised TypeError
+def test_a_sink_returning_no_byte_count_fails_the_image_and_never_hangs() -> None:
+    sink = ForgetfulSink()
+    writer = tensorpng.Writer("unused", sink=sink)  # type: ignore[arg-type]
+    writer.save(np.zeros((2, 4, 4), np.uint8), "{index}.png", layout="NHW")
+    with pytest.raises(tensorpng.WriteError, match="ForgetfulSink.write returned None"):
+        writer.close()
+    stats = writer.stats
+    assert (stats.images_written, stats.images_failed, stats.images_pending) == (0, 2, 0)
+    assert sorted(sink.names) == ["0.png", "1.png"]  # two workers: either order
