@@ -23,7 +23,7 @@ from typing import Any, Literal, TypedDict, TypeVar
 
 from ._png_text import text_chunk, text_key, text_value
 from .colormaps import colormap_table
-from .errors import OptionError, UnknownOptionError
+from .errors import OptionError, UnknownOptionError, names_memory_errors
 from .grid import check_grid_options
 from .layout import parse_layout
 from .metadata import METADATA_KEY
@@ -206,8 +206,9 @@ def _checked(function: Function, keywords: type | None, table: Mapping[str, Any]
                 f"tensorpng.{label}() takes {positional} positional argument(s) but got {len(args)}; "
                 "pass its options by keyword, e.g. bits=16"
             )
-        return function(*args, **{**defaults, **kwargs})
+        return named(*args, **{**defaults, **kwargs})
 
+    named = names_memory_errors(f"tensorpng.{label}")(function)
     wrapper.__signature__ = signature  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 

@@ -9,10 +9,15 @@ so ``except ValueError`` keeps working in code that predates this library.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
 import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class TensorPNGError(Exception):
@@ -67,6 +72,37 @@ class DecodeError(TensorPNGError, ValueError):
 
 class LoadError(TensorPNGError, ValueError):
     """A tensor file could not be loaded (unsupported, corrupt, unsafe or too large)."""
+
+
+class OutOfMemoryError(TensorPNGError, MemoryError):
+    """An input too large for the memory available (also a ``MemoryError``)."""
+
+
+def out_of_memory(function: str) -> OutOfMemoryError:
+    """The error for a ``MemoryError`` inside the public ``function``."""
+    return OutOfMemoryError(
+        f"{function}() ran out of memory for this input; pass fewer or smaller images at a time "
+        "(a broadcast or expanded view counts at its full size), or free memory"
+    )
+
+
+def names_memory_errors(label: str) -> Callable[[F], F]:
+    """Decorate a public function: a raw ``MemoryError`` from inside it becomes an
+    :class:`OutOfMemoryError` naming ``label`` (still a ``MemoryError``)."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except MemoryError as error:
+                if isinstance(error, TensorPNGError):
+                    raise
+                raise out_of_memory(label) from error
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 class RecordWarning(UserWarning):

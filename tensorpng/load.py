@@ -24,10 +24,10 @@ import numpy as np
 from ._decoders import MAX_IMAGE_PIXELS, check_max_pixels, check_pixels, decode, palette_colors
 from ._png_chunks import Container, inflate_image_data, read_container
 from ._png_text import read_texts
+from ._walk import open_regular
 from .colormaps import NotAColormapImage, TablePositions
 from .errors import (
     DecodeError,
-    MissingFileError,
     OptionError,
     ReadError,
     RecordWarning,
@@ -82,10 +82,12 @@ def _read(source: Source) -> tuple[bytes, str]:
     if not isinstance(source, (str, os.PathLike)):
         raise ReadError(f"expected a path, PNG bytes or a binary file object, got {type(source).__name__}")
     try:
-        return Path(source).read_bytes(), os.fspath(source)
-    except FileNotFoundError as error:
-        raise MissingFileError(error.errno, f"no file {source}", str(source)) from None
+        # a regular file only: a pipe would block the read, a device (/dev/zero) never end it
+        with open_regular(Path(source)) as file:
+            return file.read(), os.fspath(source)
     except (OSError, TypeError, ValueError) as error:  # ValueError: a NUL in the path
+        if isinstance(error, TensorPNGError):
+            raise
         raise ReadError(f"cannot read {source!r}: {error}") from error
 
 
@@ -234,6 +236,8 @@ def _record(container: Container, path: object) -> MappingRecord | None:
         entry = MappingRecord.from_json(texts[METADATA_KEY])
         header = container.header
         entry.check(header.width, header.height, header.bit_depth, header.color_type)
+        if container.transparency is not None:  # its alpha would be taken for a value channel
+            raise RecordError("the file has a tRNS chunk, which tensorpng never writes: it was edited")
     except RecordError as error:
         _ignored(path, str(error))
         return None

@@ -75,6 +75,7 @@ def _settings(line: str) -> list[tuple[str, str]]:
         position = run.end() if run and line[run.end() : run.end() + 1] != ":" else position + 1
     return found
 
+
 _MIN_SETTINGS = 3  # the WebUI's test for "the last line is settings, not prompt"
 
 

@@ -43,7 +43,7 @@ from ._options import (
 from ._pipeline import default_workers
 from ._workers import Workers
 from .arrays import current_rank
-from .errors import ForkedWriterError, OptionError, TensorPNGError, replay_warnings
+from .errors import ForkedWriterError, OptionError, TensorPNGError, names_memory_errors, replay_warnings
 from .palettes import PaletteSpec
 from .sinks import Sink, open_sink
 
@@ -164,6 +164,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         """Counters: images written, dropped, failed and pending, bytes, seconds, errors."""
         return self._admission.stats()
 
+    @names_memory_errors("tensorpng.Writer.save")
     def save(
         self,
         x: object,

@@ -340,3 +340,32 @@ def test_grid_options_torch_takes_stay_as_torchvision_gives_them() -> None:
         == 255
     )
     assert tensorpng.make_grid(_FLOAT_GRID, pad_value=-(10**19))[0, 0, 0] == -1e19
+
+
+def test_out_of_memory_is_a_tensorpng_error_that_is_still_a_memory_error(tmp_path: Path) -> None:
+    """A broadcast view counts at its full size: under a 3 GiB address-space limit, encode and
+    Writer.save of 3 GB views raise OutOfMemoryError (a TensorPNGError and a MemoryError)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, numpy as np, tensorpng\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+        "calls = [\n"
+        "    lambda: tensorpng.encode(np.broadcast_to(np.zeros((1, 1), 'u1'), (30000, 100000))),\n"
+        "    lambda: tensorpng.Writer('w').save(\n"
+        "        np.broadcast_to(np.zeros((1, 1, 1), 'f4'), (4000, 1000, 1000)), '{index}.png', layout='NHW'),\n"
+        "]\n"
+        "for call in calls:\n"
+        "    try:\n"
+        "        call()\n"
+        "    except tensorpng.OutOfMemoryError as error:\n"
+        "        print(isinstance(error, MemoryError), str(error).split('(')[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.stdout.splitlines() == [
+        "True tensorpng.encode",
+        "True tensorpng.Writer.save",
+    ], result.stdout + result.stderr

@@ -199,3 +199,18 @@ def test_inflating_one_big_idat_chunk_copies_its_input_a_bounded_number_of_times
     path.write_bytes(tensorpng.encode(noise, metadata=False, compression="none"))
     np.testing.assert_array_equal(tensorpng.load(path), noise)
     assert sum(given) < 2 * path.stat().st_size, f"{sum(given):,} bytes given for {path.stat().st_size:,}"
+
+
+@pytest.mark.timeout(30)  # a FIFO blocked the read forever; /dev/zero read until MemoryError
+def test_load_reads_regular_files_only(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "named pipe"), (Path("/dev/zero"), "device"), (tmp_path, "folder")):
+        with pytest.raises(tensorpng.ReadError, match=kind):
+            tensorpng.load(path)
+        with pytest.raises(tensorpng.ReadError, match=kind):
+            tensorpng.read_text(path)
+    with pytest.raises(tensorpng.MissingFileError):
+        tensorpng.load(tmp_path / "missing.png")

@@ -375,3 +375,18 @@ def test_checking_a_record_takes_one_pass(text: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", tensorpng.RecordWarning)
         assert tensorpng.load(data, as_tensor=False).shape == (4, 4)
+
+
+def test_a_record_with_a_trns_chunk_is_ignored(tmp_path: Path) -> None:
+    """tensorpng never writes tRNS: with one (an edit), its alpha would be undone as a value
+    channel (4 channels read as CHW 4 x H x W). The raw samples come back, alpha included."""
+    data = encode_png(IMAGE, text={"tensorpng": forged()})
+    trns = b"tRNS" + struct.pack(">HHH", 1, 2, 3)
+    chunk = struct.pack(">I", 6) + trns + struct.pack(">I", zlib.crc32(trns))
+    edited = data[:33] + chunk + data[33:]  # after IHDR
+    path = tmp_path / "trns.png"
+    path.write_bytes(edited)
+    with pytest.warns(tensorpng.RecordWarning, match="tRNS"):
+        loaded = tensorpng.load(path, as_tensor=False)
+    assert loaded.dtype == np.uint8 and loaded.shape == (6, 5, 4)
+    np.testing.assert_array_equal(loaded[..., :3], IMAGE)
