@@ -201,12 +201,25 @@ def _affine_steps(
         ends -= mean
         ends /= std
         cast = ends.astype(out_dtype)
-    if not np.isfinite(cast).all():
+    limit = _TORCH_FLOAT_MAX.get(entry.dtype)  # computed in float32, then cast by torch
+    if not np.isfinite(cast).all() or (limit is not None and np.abs(ends).max() > limit):
         raise RecordError(
             f"its value_range {[low, high]}, mean {entry.mean} and std {entry.std} give values "
             f"from {ends.min():g} to {ends.max():g}, past the range of {out_dtype}"
         )
     return high - low, low, mean, std
+
+
+# The largest finite value of the torch dtypes NumPy lacks (their values are computed in
+# float32, then cast: a larger one would become inf).
+_TORCH_FLOAT_MAX = {
+    "bfloat16": 3.3895313892515355e38,
+    "float8_e4m3fn": 448.0,
+    "float8_e5m2": 57344.0,
+    "float8_e4m3fnuz": 240.0,
+    "float8_e5m2fnuz": 57344.0,
+    "float8_e8m0fnu": 1.7014118346046923e38,
+}
 
 
 def _per_channel(values: tuple[float, ...], channels: int, name: str) -> np.ndarray:

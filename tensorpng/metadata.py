@@ -39,11 +39,11 @@ MAX_NDIM = 8
 MAX_EXTENT = 2**31 - 1
 MAPPINGS = ("affine", "copy", "bool", "widen", "narrow", "colormap", "palette")
 LAYOUT_NAMES = ("HW", "CHW", "HWC", "NHW", "NCHW", "NHWC")
-# Every dtype name tensorpng writes (NumPy's and torch's); NumPy lacks the last ones, which
-# load as float32.
+# Every dtype name tensorpng writes (NumPy's and torch's; float96/float128: NumPy's longdouble
+# on x86); NumPy lacks the torch ones, which load as float32.
 DTYPES = (
     "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
-    "float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2",
+    "float16", "float32", "float64", "float96", "float128", "bfloat16", "float8_e4m3fn", "float8_e5m2",
     "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu",
 )  # fmt: skip
 _FRAMEWORK = re.compile(r"[a-z_][a-z0-9_]{0,39}")  # a module name: only compared with "torch"
@@ -279,7 +279,7 @@ def _parse(entry: dict[str, Any]) -> MappingRecord:
         version=version if isinstance(version, str) and len(version) <= 40 else "",
         framework=_framework(entry.get("framework")),
         dtype=dtype,
-        shape=tuple(_count(d, "shape") for d in shape),
+        shape=tuple(_count(d, "shape", 1) for d in shape),  # tensorpng writes no empty image
         layout=layout,
         index=None if index is None else _count(index, "index"),
         mapping=mapping,

@@ -248,6 +248,8 @@ OVERFLOWING = {
     "tiny std per channel": forged(mean=[0, 0, 0], std=[1, 1e-310, 1]),
     "huge mean": forged(value_range=[-1e308, 0], mean=[1e308], dtype="float64"),
     "huge value_range of an integer input": forged(value_range=[0, 1e39], dtype="int32"),
+    "values past bfloat16, within float32": forged(value_range=[0, 3.4e38], dtype="bfloat16"),
+    "values past float8_e4m3fn": forged(value_range=[0, 1000.0], dtype="float8_e4m3fn"),
 }
 
 
@@ -390,3 +392,25 @@ def test_a_record_with_a_trns_chunk_is_ignored(tmp_path: Path) -> None:
         loaded = tensorpng.load(path, as_tensor=False)
     assert loaded.dtype == np.uint8 and loaded.shape == (6, 5, 4)
     np.testing.assert_array_equal(loaded[..., :3], IMAGE)
+
+
+def test_every_dtype_tensorpng_writes_it_reads_back() -> None:
+    """NumPy's longdouble (float128 on x86) among them: its own record is not refused."""
+    for dtype in (np.longdouble, np.float16, np.float64, np.int16, np.uint64, np.bool_):
+        x = (np.arange(6).reshape(2, 3) % 2).astype(dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", tensorpng.RecordWarning)
+            loaded = tensorpng.load(tensorpng.encode(x), as_tensor=False)
+        assert loaded.dtype == np.dtype(dtype), dtype
+        np.testing.assert_allclose(loaded.astype(np.float64), x.astype(np.float64), atol=1 / 255)
+
+
+def test_a_record_of_empty_images_is_ignored(tmp_path: Path) -> None:
+    """tensorpng writes no empty image: a grid of 0 x 0 tiles made every pixel padding."""
+    record = forged(
+        shape=[2, 1, 0, 0], layout="NCHW", dtype="int8", mapping="copy",
+        grid={"count": 2, "nrow": 1, "padding": 1}, value_range=None,
+    )  # fmt: skip
+    with pytest.warns(tensorpng.RecordWarning, match="shape"):
+        loaded = load_forged(tmp_path, record, np.full((2, 3), 200, np.uint8))
+    assert loaded.dtype == np.uint8 and (loaded == 200).all()
