@@ -61,6 +61,63 @@ def recrc(piece: bytes) -> bytes:
     return piece[:4] + body + struct.pack(">I", zlib.crc32(body))
 
 
+def own_record(chunks: list[bytes]) -> dict[str, object] | None:
+    for piece in chunks:
+        if piece[4:8] == b"tEXt" and piece[8:18] == b"tensorpng\x00":
+            return json.loads(piece[18:-4])  # type: ignore[no-any-return]
+        if piece[4:8] == b"zTXt" and piece[8:19] == b"tensorpng\x00\x00":
+            return json.loads(zlib.decompress(piece[19:-4]))  # type: ignore[no-any-return]
+    return None
+
+
+def forged_record(chunks: list[bytes], d: object) -> list[bytes]:
+    """The chunks with the tensorpng record replaced by a mutated one: the file's own record,
+    or one that fits its IHDR, with a few fields changed, so that most forgeries pass the
+    parse and reach the code that undoes a mapping (values near the valid ones, and odd ones)."""
+    from hypothesis import strategies as st
+
+    draw = d  # type: ignore[assignment]
+    record = own_record(chunks)
+    if record is None and chunks and chunks[0][4:8] == b"IHDR" and len(chunks[0]) == 25:
+        width, height, _, color = struct.unpack(">IIBB", chunks[0][8:18])
+        channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color, 1)
+        shape = [height, width, channels] if channels > 1 else [height, width]
+        record = {
+            "version": "0.1.0", "framework": "numpy", "dtype": "float32", "shape": shape,
+            "layout": "HWC" if channels > 1 else "HW", "mapping": "affine", "bits": 8,
+            "value_range": [0.0, 1.0], "min": 0.0, "max": 1.0,
+        }  # fmt: skip
+    record = dict(record or {})
+    numbers = (
+        st.integers(-3, 300)
+        | st.floats(allow_nan=True, allow_infinity=True)
+        | st.sampled_from([0, 1, 2, 8, 16, 255, 65535, 2**31, 1e-310, 1e38, 3.4e38, -1e308])
+    )
+    names = st.sampled_from(
+        ["float32", "float16", "bfloat16", "int8", "uint8", "bool", "uint16", "float128", "HW", "CHW",
+         "HWC", "NCHW", "affine", "copy", "bool", "widen", "narrow", "colormap", "palette", "viridis",
+         "image", "batch", "torch", "numpy"]
+    )  # fmt: skip
+    values = st.recursive(
+        st.none() | st.booleans() | numbers | names | st.text(max_size=12),
+        lambda inner: (
+            st.lists(inner, max_size=5)
+            | st.dictionaries(
+                st.sampled_from(["count", "nrow", "padding"]) | st.text(max_size=6), inner, max_size=4
+            )
+        ),
+        max_leaves=24,
+    )
+    keys = ["dtype", "shape", "layout", "mapping", "bits", "value_range", "mean", "std", "grid", "cmap",
+            "index", "scale", "min", "max", "per_image_range", "frames", "fps", "loop"]  # fmt: skip
+    for key in draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3)):
+        record[key] = draw(values)
+    body = b"tensorpng\x00" + json.dumps(record).encode("latin-1", "replace")
+    piece = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    kept = [c for c in chunks if c[8:18] != b"tensorpng\x00" or c[4:8] not in (b"tEXt", b"zTXt", b"iTXt")]
+    return [*kept[:1], piece, *kept[1:]]
+
+
 def mutate(data: bytes, draw: object) -> bytes:
     from hypothesis import strategies as st
 
@@ -85,33 +142,7 @@ def mutate(data: bytes, draw: object) -> bytes:
             chunks[i], chunks[j] = chunks[j], chunks[i]
         return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
     if kind == "record":
-        values = st.recursive(
-            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-            lambda inner: (
-                st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-            ),
-            max_leaves=20,
-        )
-        keys = [
-            "dtype",
-            "shape",
-            "layout",
-            "mapping",
-            "bits",
-            "value_range",
-            "mean",
-            "std",
-            "grid",
-            "cmap",
-            "index",
-        ]
-        record = {"mapping": "affine", "bits": 8, "layout": "HWC", "dtype": "float32", "shape": [9, 7, 3]}
-        for key in d(st.lists(st.sampled_from(keys), max_size=4)):
-            record[key] = d(values)
-        text = json.dumps(record)
-        body = b"tensorpng\x00" + text.encode("latin-1", "replace")
-        piece = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
-        return b"\x89PNG\r\n\x1a\n" + chunks[0] + piece + b"".join(chunks[1:])
+        return b"\x89PNG\r\n\x1a\n" + b"".join(forged_record(chunks, d))
     if kind == "size" and chunks and chunks[0][4:8] == b"IHDR" and len(chunks[0]) == 25:
         head = bytearray(chunks[0])
         struct.pack_into(">II", head, 8, d(st.integers(1, 2**31 - 1)), d(st.integers(1, 2**31 - 1)))
@@ -138,7 +169,7 @@ def run() -> None:
     import tensorpng
 
     bases = seeds()
-    outcomes = {"loaded": 0, "refused": 0}
+    outcomes = {"loaded": 0, "refused": 0, "records used": 0}
     path = Path(os.environ["TENSORPNG_FUZZ_DIR"]) / "mutant.png"
 
     @settings(
@@ -154,12 +185,15 @@ def run() -> None:
         path.write_bytes(mutant)
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 result = tensorpng.load(path, as_tensor=False)
         except tensorpng.TensorPNGError:
             result = None
         outcomes["refused" if result is None else "loaded"] += 1
+        ignored = any(issubclass(w.category, tensorpng.RecordWarning) for w in caught)
+        if result is not None and b"tensorpng\x00" in mutant and not ignored:
+            outcomes["records used"] += 1  # a record, forged or not, undone into the result
         elapsed = time.perf_counter() - start
         assert elapsed < SECONDS_PER_LOAD, f"load took {elapsed:.1f} s"
         if result is not None:
@@ -191,3 +225,4 @@ def test_mutated_pngs_load_or_raise_tensorpng_errors(tmp_path: Path) -> None:
     outcomes = json.loads(done.stdout.strip().splitlines()[-1])
     # the mutations reach both ends: files that still load and files that are refused
     assert outcomes["loaded"] >= EXAMPLES // 20 and outcomes["refused"] >= EXAMPLES // 4, outcomes
+    assert outcomes["records used"] >= EXAMPLES // 20, outcomes  # forgeries reach the undoing code
