@@ -19,10 +19,11 @@ from ._apng import AnimationStream, EncodedFrame, check_fps, check_loop
 from ._misuse import check_range
 from ._names import png_path
 from ._options import AnimationKeywords, parse_image_options, parse_png_options, takes_options
+from ._record import device_extremes, finite_extremes, mapping_record, text_chunks
 from .arrays import describe, is_torch_tensor, plain_input
 from .convert import Batch, prepare, warn_nans
 from .errors import OptionError, ShapeError
-from .metadata import METADATA_KEY, _finite_extremes, device_extremes, mapping_record, text_chunks
+from .metadata import METADATA_KEY
 
 
 @takes_options(AnimationKeywords)
@@ -130,7 +131,7 @@ def _texts(
 def _clip_extremes(batch: Batch) -> tuple[float | None, float | None]:
     """The clip's finite min and max, as given (before any mapping)."""
     if isinstance(batch.images, np.ndarray):
-        return _finite_extremes(batch.images)
+        return finite_extremes(batch.images)
     low, high = device_extremes(batch.images)
     lows = [v for v in low.tolist() if math.isfinite(v)]
     highs = [v for v in high.tolist() if math.isfinite(v)]

@@ -27,10 +27,10 @@ from ._encode import Extremes, encode_device_samples, filtered_chunk, filtered_i
 from ._misuse import applies, outside_share, warn_if_outside
 from ._options import PNGOptions
 from ._pipeline import default_workers
+from ._record import device_extremes
 from .arrays import torch_module
 from .convert import Batch, warn_nans
 from .layout import as_nhwc
-from .metadata import device_extremes
 from .png import FilteredPNG, finish_png
 
 

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._options import PNGOptions
+from ._record import mapping_record, text_chunks
 from .convert import Batch
-from .metadata import METADATA_KEY, mapping_record, record_json, text_chunks
+from .metadata import METADATA_KEY, record_json
 from .scaling import ConvertedImage, Plan, float32_suffices
 
 Extremes = tuple[float | None, float | None]

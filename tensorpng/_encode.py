@@ -15,10 +15,10 @@ import numpy as np
 from . import gpu_encode
 from ._chunks import chunk_texts, convert_chunk
 from ._options import ImageOptions, PNGOptions
+from ._record import device_extremes, record_text, text_chunks
 from .arrays import describe, is_torch_tensor
 from .convert import Batch, prepare
 from .errors import OptionError
-from .metadata import device_extremes, record_text, text_chunks
 from .png import FilteredPNG, encode_png_ranged, filter_indexed_png, filter_png, filter_pngs, finish_png
 from .scaling import ConvertedImage
 

@@ -46,11 +46,11 @@ from ._apng import AnimationStream, EncodedFrame, FilteredFrame, check_fps, chec
 from ._capture import Job, PinnedJob
 from ._confined import open_parent
 from ._options import ImageOptions, PNGOptions
+from ._record import mapping_record, text_chunks
 from .arrays import is_torch_tensor
 from .convert import Batch, prepare, warn_nans
 from .errors import DTypeError, OptionError, PathError, ShapeError, TensorPNGError
 from .grid import grid_shape
-from .metadata import mapping_record, text_chunks
 from .scaling import ConvertedImage
 from .sinks import LocalSink, Sink
 

@@ -14,8 +14,8 @@ import tensorpng
 from tensorpng._chunks import chunk_bounds, chunk_texts, convert_chunk
 from tensorpng._encode import filtered_chunk, filtered_image, texts
 from tensorpng._options import parse_image_options, parse_png_options
+from tensorpng._record import mapping_record, record_text
 from tensorpng.convert import prepare
-from tensorpng.metadata import mapping_record, record_text
 from tensorpng.png import FilteredPNG, finish_png
 
 
