@@ -18,6 +18,7 @@ fallback) or ``numpy``. It is read at every encode, so tests and benchmarks can 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import platform
 import warnings
@@ -125,6 +126,38 @@ def byte_range(values: np.ndarray) -> tuple[int, int] | None:
             return None
     low, high = _native.byte_range(values)
     return low, high
+
+
+def native_conversion() -> bool:
+    """Whether :func:`native_convert` converts float32 values (the extension is built, with its
+    AVX2 path: its scalar path is slower than NumPy's passes, which then convert instead)."""
+    return _native is not None and _native.simd() == "avx2" and requested() != "numpy"
+
+
+def native_convert(
+    image: np.ndarray, gains: list[float], offsets: list[float]
+) -> tuple[np.ndarray, int, tuple[float, float] | None]:
+    """8-bit samples ``trunc(clamp(x * gain + offset, 0, 255))`` of an ``H x W x C`` float32 image,
+    one gain and offset per channel, in one pass of the extension (GIL released) that makes the
+    same float32 roundings as ``scaling._convert_affine``'s NumPy passes (NaN written as 0).
+
+    Returns the samples (channels-first images stay planar, as there), the NaN count and the
+    finite ``(min, max)`` of the values (None where they hold NaN or inf), as that function.
+    """
+    assert _native is not None
+    channels = image.shape[2]
+    planes = image.transpose(2, 0, 1)
+    planar = planes.flags.c_contiguous
+    values = planes if planar else np.ascontiguousarray(image)
+    samples = np.empty(values.shape, dtype=np.uint8)
+    nans, low, high, both_zeros = _native.convert_affine(values, samples, gains, offsets, planar)
+    extremes = None
+    if nans == 0 and math.isfinite(low) and math.isfinite(high):
+        extremes = low, high
+        if both_zeros and 0.0 in extremes:  # 0.0 or -0.0: as NumPy's min and max order them
+            flat = values.reshape(channels if planar else 1, -1)
+            extremes = float(min(flat.min(axis=1).tolist())), float(max(flat.max(axis=1).tolist()))
+    return (samples.transpose(1, 2, 0) if planar else samples), nans, extremes
 
 
 def native_filter(samples: np.ndarray, bpp: int) -> np.ndarray:

@@ -31,6 +31,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1036,6 +1037,129 @@ static size_t encode(const uint8_t *data, size_t height, size_t row_bytes, size_
 }
 
 /* ------------------------------------------------------------------------------------------
+ * float32 values to 8-bit PNG samples: sample = trunc(clamp(x * gain + offset, 0, 255)), the
+ * `+ 0.5` of the round-half-up folded into `offset`, NaN written as 0, +-inf clamped. The same
+ * float32 roundings as the NumPy path (tensorpng/scaling.py): the product, then the sum, never
+ * fused (an FMA rounds once: other samples; no function here is compiled for FMA). One pass
+ * instead of NumPy's five (min, max, multiply, add, cast), which also counts NaN and finds the
+ * smallest and largest value (NaN left out, +-inf kept). `period` channels repeat along the
+ * values (1 for one plane of channels-first samples). AVX2: 32 values a step, with the same
+ * operations lane by lane (MINPS/MAXPS return their second operand for NaN, as `x < low ? x :
+ * low` does), so both paths write the same samples.
+ * ---------------------------------------------------------------------------------------- */
+#if defined(__GNUC__) && !defined(__clang__) /* GCC fuses across statements by default */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+#define CONVERT_BLOCK 64 /* pixels per block: gains tiled over one block keep the loop plain */
+
+typedef struct {
+    size_t nans;
+    float low, high;
+    uint32_t zeros; /* 1: a +0.0 was seen, 2: a -0.0 (which of them min and max give is a matter of order) */
+} ValueStats;
+
+typedef struct {
+    float gain[CONVERT_BLOCK * 4], offset[CONVERT_BLOCK * 4];
+    size_t block; /* CONVERT_BLOCK * period values: a multiple of 32 */
+} Tiled;
+
+static void tile(Tiled *t, const float *gains, const float *offsets, size_t period) {
+    t->block = CONVERT_BLOCK * period;
+    for (size_t j = 0; j < t->block; j++) t->gain[j] = gains[j % period], t->offset[j] = offsets[j % period];
+}
+
+/* Values [j, stop) of one block, one at a time (the tail of the AVX2 path). */
+static inline void convert_values(const float *s, uint8_t *o, const float *gain, const float *offset, size_t j,
+                                  size_t stop, ValueStats *stats) {
+    for (; j < stop; j++) {
+        float x = s[j];
+        stats->low = x < stats->low ? x : stats->low;
+        stats->high = x > stats->high ? x : stats->high;
+        stats->nans += x != x;
+        stats->zeros |= x == 0.0f ? (signbit(x) ? 2u : 1u) : 0u;
+        float v = x * gain[j]; /* rounded, then the sum rounded: not fused (see above) */
+        v = v + offset[j];
+        v = v > 0.0f ? v : 0.0f; /* NaN too */
+        v = v < 255.0f ? v : 255.0f;
+        o[j] = (uint8_t)v;
+    }
+}
+
+static void convert_scalar(const float *src, uint8_t *out, size_t n, const Tiled *t, ValueStats *stats) {
+    for (size_t start = 0; start < n; start += t->block) {
+        size_t count = n - start < t->block ? n - start : t->block;
+        convert_values(src + start, out + start, t->gain, t->offset, 0, count, stats);
+    }
+}
+
+#ifdef TP_X86
+__attribute__((target("avx2"))) static void convert_avx2(const float *src, uint8_t *out, size_t n, const Tiled *t,
+                                                         ValueStats *stats) {
+    __m256 low = _mm256_set1_ps(stats->low), high = _mm256_set1_ps(stats->high);
+    __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+    __m256i nans = _mm256_setzero_si256(), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i positive = _mm256_setzero_si256(), negative = _mm256_setzero_si256();
+    __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+    for (size_t start = 0; start < n; start += t->block) {
+        size_t count = n - start < t->block ? n - start : t->block, j = 0;
+        const float *s = src + start;
+        uint8_t *o = out + start;
+        for (; j + 32 <= count; j += 32) {
+            __m256i word[4];
+            for (int k = 0; k < 4; k++) {
+                __m256 x = _mm256_loadu_ps(s + j + 8 * k);
+                low = _mm256_min_ps(x, low);
+                high = _mm256_max_ps(x, high);
+                nans = _mm256_sub_epi32(nans, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+                __m256i bits = _mm256_castps_si256(x);
+                positive = _mm256_or_si256(positive, _mm256_cmpeq_epi32(bits, _mm256_setzero_si256()));
+                negative = _mm256_or_si256(negative, _mm256_cmpeq_epi32(bits, sign));
+                __m256 v = _mm256_mul_ps(x, _mm256_loadu_ps(t->gain + j + 8 * k));
+                v = _mm256_add_ps(v, _mm256_loadu_ps(t->offset + j + 8 * k));
+                v = _mm256_min_ps(_mm256_max_ps(v, zero), top); /* max(NaN, 0) is 0 */
+                word[k] = _mm256_cvttps_epi32(v);
+            }
+            /* 32 int32 in 0..255 to 32 bytes: the packs work per 128-bit lane, the permute
+             * puts the lanes back in order */
+            __m256i packed = _mm256_packus_epi16(_mm256_packs_epi32(word[0], word[1]),
+                                                 _mm256_packs_epi32(word[2], word[3]));
+            _mm256_storeu_si256((__m256i *)(o + j), _mm256_permutevar8x32_epi32(packed, order));
+        }
+        convert_values(s, o, t->gain, t->offset, j, count, stats);
+    }
+    float lows[8], highs[8];
+    uint32_t counts[8];
+    _mm256_storeu_ps(lows, low), _mm256_storeu_ps(highs, high);
+    _mm256_storeu_si256((__m256i *)counts, nans);
+    stats->zeros |= (_mm256_testz_si256(positive, positive) ? 0u : 1u) | (_mm256_testz_si256(negative, negative) ? 0u : 2u);
+    for (int k = 0; k < 8; k++) {
+        stats->low = lows[k] < stats->low ? lows[k] : stats->low;
+        stats->high = highs[k] > stats->high ? highs[k] : stats->high;
+        stats->nans += counts[k];
+    }
+}
+#endif
+
+static void convert(const float *src, uint8_t *out, size_t n, const Tiled *t, ValueStats *stats) {
+#ifdef TP_X86
+    if (simd()) {
+        /* the lanes count NaN in 32 bits: blocks of at most 2**31 values per call */
+        for (size_t start = 0; start < n; start += (size_t)1 << 31) {
+            size_t count = n - start < (size_t)1 << 31 ? n - start : (size_t)1 << 31;
+            convert_avx2(src + start, out + start, count, t, stats);
+        }
+        return;
+    }
+#endif
+    convert_scalar(src, out, n, t, stats);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+/* ------------------------------------------------------------------------------------------
  * Python interface.
  * ---------------------------------------------------------------------------------------- */
 PyDoc_STRVAR(deflate_image_doc,
@@ -1171,6 +1295,79 @@ static PyObject *py_adler32(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(result);
 }
 
+PyDoc_STRVAR(convert_affine_doc,
+             "convert_affine(values, out, gains, offsets, planar, /) -> tuple[int, float, float, bool]\n\n"
+             "8-bit PNG samples trunc(clamp(x * gain + offset, 0, 255)) of C-contiguous float32 `values`\n"
+             "into `out` (C-contiguous uint8, as many items), computed in float32; NaN written as 0.\n"
+             "`gains` and `offsets`: 1..4 floats, one per channel. `planar`: the values are the\n"
+             "channels' planes one after the other, else pixels of interleaved channels. Returns\n"
+             "(NaN count, smallest value, largest value, both zeros): NaN left out (inf and -inf when\n"
+             "every value is NaN); both zeros: the values hold 0.0 and -0.0, so that a zero extreme's\n"
+             "sign depends on the order of comparisons. The GIL is released while it works.");
+
+/* 1..4 floats of a sequence; their count, or -1 with an exception set. */
+static Py_ssize_t float_list(PyObject *seq, float *values) {
+    PyObject *fast = PySequence_Fast(seq, "convert_affine: gains and offsets are sequences of floats");
+    if (!fast) return -1;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    for (Py_ssize_t i = 0; i < count && i < 4; i++) {
+        double value = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
+        if (value == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        values[i] = (float)value; /* as NumPy's astype(float32) rounds it */
+    }
+    Py_DECREF(fast);
+    return count;
+}
+
+static PyObject *convert_affine(PyObject *self, PyObject *args) {
+    Py_buffer view, out;
+    PyObject *gain_seq, *offset_seq;
+    float gains[4], offsets[4];
+    int planar;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*OOp:convert_affine", &view, &out, &gain_seq, &offset_seq, &planar)) return NULL;
+    Py_ssize_t channels = float_list(gain_seq, gains);
+    Py_ssize_t offset_count = channels < 0 ? -1 : float_list(offset_seq, offsets);
+    if (offset_count < 0) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    size_t n = (size_t)view.len / sizeof(float);
+    if (channels < 1 || channels > 4 || offset_count != channels || view.len % (Py_ssize_t)sizeof(float) != 0 ||
+        (size_t)out.len != n || n % (size_t)channels != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "convert_affine: %zd bytes of float32 values into %zd bytes of samples with %zd gains and "
+                     "%zd offsets (1..4, as many) is no conversion this function makes",
+                     view.len, out.len, channels, offset_count);
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    ValueStats stats = {0, INFINITY, -INFINITY, 0};
+    Tiled tiled;
+    Py_BEGIN_ALLOW_THREADS;
+    if (planar) { /* one plane per channel, one gain each */
+        size_t plane = n / (size_t)channels;
+        for (Py_ssize_t c = 0; c < channels; c++) {
+            tile(&tiled, gains + c, offsets + c, 1);
+            convert((const float *)view.buf + (size_t)c * plane, (uint8_t *)out.buf + (size_t)c * plane, plane,
+                    &tiled, &stats);
+        }
+    } else {
+        tile(&tiled, gains, offsets, (size_t)channels);
+        convert(view.buf, out.buf, n, &tiled, &stats);
+    }
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&out);
+    return Py_BuildValue("(nddO)", (Py_ssize_t)stats.nans, (double)stats.low, (double)stats.high,
+                         stats.zeros == 3u ? Py_True : Py_False);
+}
+
 PyDoc_STRVAR(set_scalar_doc,
              "set_scalar(flag, /) -> None\n\nForce the portable scalar path (True) or allow SIMD (False).");
 
@@ -1201,6 +1398,7 @@ static PyMethodDef methods[] = {
     {"filter_image", filter_image, METH_VARARGS, filter_image_doc},
     {"adler32", py_adler32, METH_VARARGS, adler32_doc},
     {"byte_range", py_byte_range, METH_VARARGS, byte_range_doc},
+    {"convert_affine", convert_affine, METH_VARARGS, convert_affine_doc},
     {"set_scalar", set_scalar, METH_O, set_scalar_doc},
     {"simd", py_simd, METH_NOARGS, simd_doc},
     {"cpu_features", cpu_features, METH_NOARGS, cpu_features_doc},

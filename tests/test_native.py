@@ -7,6 +7,7 @@ choice, same residuals); the scalar and SIMD paths write identical bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -479,3 +480,141 @@ def test_encode_finds_the_records_min_and_max_while_coding(kind: str, tmp_path: 
     record = json.loads(dict(parse_chunks(data))[b"tEXt"].split(b"\0", 1)[1])
     assert (record["min"], record["max"]) == (values.min(), values.max())
     pngcheck_bytes(data, tmp_path)
+
+
+# float32 values to 8-bit samples in one pass (convert_affine): the same bytes as NumPy's passes.
+
+
+def _numpy_conversion(
+    values: np.ndarray, gains: list[float], offsets: list[float], planar: bool
+) -> np.ndarray:
+    """``scaling._convert_affine``'s NumPy passes: float32 product, sum, clamp, NaN to 0, truncate."""
+    shape = (len(gains), -1) if planar else (-1, len(gains))
+    flat = values.reshape(shape)
+    gain = np.asarray(gains, np.float32).reshape((-1, 1) if planar else (1, -1))
+    offset = np.asarray(offsets, np.float32).reshape(gain.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mapped = flat * gain + offset
+        mapped = np.clip(mapped, 0, 255)
+    mapped[np.isnan(mapped)] = 0
+    return mapped.astype(np.uint8).reshape(values.shape)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("planar", [True, False])
+@pytest.mark.parametrize("size", [1, 31, 32, 33, 64 * 4 + 7, 5000])
+def test_convert_affine_matches_numpy_on_either_path(channels: int, planar: bool, size: int) -> None:
+    """Hard values: exact halves of a step (where a fused multiply-add would round the other
+    way), NaN, +-inf, both zeros, huge and tiny values; every length of tail after 32-value
+    steps; scalar and SIMD alike, with the NaN count and the extremes."""
+    rng = np.random.default_rng(size * 8 + channels)
+    values = rng.standard_normal(size * channels).astype(np.float32) * 2
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 1e-40, 3.4e38], np.float32)
+    halves = ((np.arange(256, dtype=np.float32) + 0.5) / 255).astype(np.float32)  # k + 1/2 after * 255
+    values[: min(values.size, 256)] = halves[: min(values.size, 256)]
+    if values.size > 300:
+        values[rng.integers(0, values.size, 40)] = rng.choice(special, 40)
+    values = values.reshape((channels, size) if planar else (size, channels))
+    gains = [255.0 * g for g in (1.0, 0.229, 0.224, 0.225)[:channels]]
+    offsets = [0.5 + 255.0 * m for m in (0.0, 0.485, 0.456, 0.406)[:channels]]
+    expected = _numpy_conversion(values, gains, offsets, planar)
+    nans = int(np.isnan(values).sum())
+    finite = values[~np.isnan(values)]
+    for scalar in (False, True):
+        native.set_scalar(scalar)
+        samples = np.empty(values.shape, np.uint8)
+        counted, low, high, _ = native.convert_affine(values, samples, gains, offsets, planar)
+        assert np.array_equal(samples, expected), f"scalar={scalar}: samples differ from NumPy's"
+        assert counted == nans
+        if finite.size:
+            assert (low, high) == (float(finite.min()), float(finite.max()))
+
+
+def test_convert_affine_reports_both_zeros_and_refuses_bad_arguments() -> None:
+    out = np.empty(64, np.uint8)
+    for scalar in (False, True):
+        native.set_scalar(scalar)
+        for zeros, both in (([0.0], False), ([-0.0], False), ([0.0, -0.0], True)):
+            values = np.ones(64, np.float32)
+            values[5 : 5 + len(zeros)] = zeros
+            assert native.convert_affine(values, out, [1.0], [0.0], True)[3] is both
+    with pytest.raises(ValueError, match="no conversion"):
+        native.convert_affine(np.ones(64, np.float32), np.empty(63, np.uint8), [1.0], [0.0], True)
+    with pytest.raises(ValueError, match="no conversion"):
+        native.convert_affine(np.ones(64, np.float32), out, [1.0] * 5, [0.0] * 5, False)
+    with pytest.raises(ValueError, match="no conversion"):
+        native.convert_affine(np.ones(63, np.float32), np.empty(63, np.uint8), [1.0, 1.0], [0.0, 0.0], False)
+
+
+def _conversion_inputs() -> Iterator[tuple[str, object, dict[str, object]]]:
+    """Float batches (torch and NumPy; CHW, HWC and strided) with NaN, +-inf and both zeros, under
+    every option that changes the conversion."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    values = rng.standard_normal((3, 3, 37, 45)).astype(np.float32)
+    values[0, 0, 1, 2], values[1, 1, 3, 4], values[2, 2, 5, 6] = np.nan, np.inf, -np.inf
+    values[1, :, 0, :4], values[2, :, 1, :4] = 0.0, -0.0  # zeros of both signs: record min/max
+    zeros = np.abs(values[2:])
+    zeros[np.isinf(zeros)] = 0.0
+    zeros[:, 1, 0, :3] = -0.0
+    normalize = {"mean": tensorpng.IMAGENET_MEAN, "std": tensorpng.IMAGENET_STD}
+    options: list[dict[str, object]] = [
+        {},
+        normalize,
+        {"value_range": (-2, 3)},
+        {"scale": "image"},
+        {"bits": 16, **normalize},
+        {"grid": True, **normalize},
+        {"metadata": False, "workers": 1, **normalize},
+    ]
+    for dtype in ("float32", "float16", "bfloat16", "float64"):
+        tensor = torch.from_numpy(values).to(getattr(torch, dtype))
+        inputs: dict[str, object] = {
+            "torch": tensor,
+            "one image": tensor[1],
+            "zeros": torch.from_numpy(zeros),
+        }
+        if dtype != "bfloat16":
+            array = values.astype(dtype)
+            inputs.update(numpy=array, hwc=np.ascontiguousarray(array.transpose(0, 2, 3, 1)))
+            inputs["strided"] = array.transpose(0, 2, 3, 1)[:, ::2, ::-1]
+        for kind, x in inputs.items():
+            for option in options:
+                if not (option.get("grid") and kind == "one image"):
+                    yield f"{dtype} {kind} {option}", x, option
+    yield "gray", values[:, :1], {}
+    # the smallest value is 0.0 and -0.0, in an order where a first-seen minimum and NumPy's differ
+    signed_zeros = np.ones((1, 3, 37, 45), np.float32)
+    signed_zeros[0, 0, 0, 37], signed_zeros[0, 0, 0, 39] = 0.0, -0.0
+    yield "signed zeros", signed_zeros, {}
+    yield (
+        "rgba hwc",
+        np.ascontiguousarray(np.concatenate([values, values[:, :1]], 1).transpose(0, 2, 3, 1)),
+        {},
+    )
+
+
+def test_native_conversion_writes_the_numpy_passes_bytes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``save`` writes the same files (sha256) with the one-pass conversion as with NumPy's passes,
+    for every float dtype, layout and conversion option; the one-pass path did run."""
+    used = []
+    real = codec.native_convert
+
+    def counting(*args: object) -> object:
+        used.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(codec, "native_convert", counting)
+    for number, (name, x, options) in enumerate(_conversion_inputs()):
+        digests = []
+        for native_conversion in (True, False):
+            monkeypatch.setattr(codec, "native_conversion", lambda on=native_conversion: on)
+            folder = tmp_path / f"{number}-{native_conversion}"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # NaN warnings
+                paths = tensorpng.save(x, folder / "{index:03d}.png", **options)  # type: ignore[arg-type]
+            digests.append([hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths])
+        assert digests[0] == digests[1], f"{name}: the one-pass conversion wrote other bytes"
+    assert len(used) > 100 or native.simd() != "avx2"  # without AVX2 NumPy converts (slower there)
