@@ -182,8 +182,12 @@ def test_float_slivers_above_one_do_not_warn() -> None:
 
 
 def test_the_writer_warns_from_its_workers_for_device_style_inputs(tmp_path: Path) -> None:
-    with pytest.warns(UserWarning, match="value_range"), tensorpng.Writer(tmp_path) as writer:
+    """The batch is sampled on a worker (not in save, which returns sooner); the warning comes
+    at the caller's next call, pointing at its line."""
+    with pytest.warns(UserWarning, match="value_range") as record, tensorpng.Writer(tmp_path) as writer:
         writer.save(torch.rand(2, 3, 16, 16) * 255, "{index}.png")
+        writer.flush()
+    assert [w.filename for w in record if issubclass(w.category, UserWarning)] == [__file__]
 
 
 @pytest.mark.parametrize(
