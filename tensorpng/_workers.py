@@ -24,6 +24,7 @@ class Workers:
         # Warnings noticed on a worker (NaNs, values out of range) wait in pending_warnings
         # for the caller's next save, flush or close, which issues them at its own line.
         self.pending_warnings: PendingWarnings = []
+        self.issued_warnings: set[tuple[str, type[Warning]]] = set()
         self.pool = ThreadPoolExecutor(
             count, thread_name_prefix="tensorpng-writer", initializer=self._start_thread
         )
@@ -79,7 +80,7 @@ class Workers:
             warn_nans(nans, job.batch.source.description)
             middle = time.perf_counter()
             written = self.sink.write(job.names[index], data, job.overwrite)
-            if not isinstance(written, int) or isinstance(written, bool):  # a custom sink's slip
+            if not isinstance(written, int) or isinstance(written, bool) or written < 0:  # a sink's slip
                 written, bad = 0, written
                 raise WriteError(
                     f"{type(self.sink).__name__}.write returned {bad!r} for {job.names[index]!r}; a sink "

@@ -132,11 +132,14 @@ def defer_warnings(pending: PendingWarnings) -> None:
     _thread.pending = pending
 
 
-def replay_warnings(pending: PendingWarnings) -> None:
-    """Issue the deferred warnings, at the caller's line."""
+def replay_warnings(pending: PendingWarnings, issued: set[tuple[str, type[Warning]]]) -> None:
+    """Issue the deferred warnings, at the caller's line: each text once per ``issued`` set (a
+    loop's saves replay at several lines, which Python's filter would each show once)."""
     while pending:
         message, category = pending.pop(0)
-        warn_user(message, category)
+        if (message, category) not in issued:
+            issued.add((message, category))
+            warn_user(message, category)
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:

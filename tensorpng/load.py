@@ -14,6 +14,7 @@ checked by :meth:`tensorpng.metadata.MappingRecord.from_json` and against IHDR.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -32,12 +33,14 @@ from .errors import (
     ReadError,
     RecordWarning,
     TensorPNGError,
+    names_memory_errors,
 )
 from .metadata import METADATA_KEY, MappingRecord, RecordError
 
 _BLOCK = 1 << 16  # pixels per step of undoing an affine mapping: 512 KiB of float64 a channel
 
 
+@names_memory_errors("tensorpng.read_text")
 def read_text(source: Source) -> dict[str, str]:
     """Every text entry of a PNG: ``tEXt``, ``zTXt`` and ``iTXt``, as key -> value.
 
@@ -70,6 +73,13 @@ def _read(source: Source) -> tuple[bytes, str]:
         return data, f"<{len(data):,} bytes>"
     if hasattr(source, "read"):
         label = str(getattr(source, "name", f"<{type(source).__name__}>"))
+        try:
+            fileno = source.fileno()  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):  # io.BytesIO and the like: bounded already
+            fileno = None
+        if fileno is not None and not stat.S_ISREG(os.fstat(fileno).st_mode):
+            # a device (/dev/zero) never ends and a pipe may never; read them into bytes first
+            raise ReadError(f"cannot read {label}: it is not a regular file; pass its bytes instead")
         try:
             data = source.read()
         except (OSError, ValueError) as error:  # ValueError: a closed file
@@ -265,6 +275,7 @@ def _ignored(path: object, reason: str) -> None:
     )
 
 
+@names_memory_errors("tensorpng.load")
 def load(
     path: Source,
     *,

@@ -255,24 +255,27 @@ def test_clean_never_removes_a_live_animations_file(tmp_path: Path) -> None:
 
 
 class ForgetfulSink:
-    """A custom sink that writes but forgets to return the byte count."""
+    """A custom sink that writes but forgets to return the byte count (or returns a bad one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, returns: object = None) -> None:
         self.names: list[str] = []
+        self.returns = returns
 
     def write(self, name: str, data: bytes, overwrite: bool) -> None:
         self.names.append(name)
+        return self.returns  # type: ignore[return-value]
 
     def check_absent(self, names: list[str]) -> None:
         pass
 
 
 @pytest.mark.timeout(60)  # it hung forever: the worker's bookkeeping raised TypeError
-def test_a_sink_returning_no_byte_count_fails_the_image_and_never_hangs() -> None:
-    sink = ForgetfulSink()
+@pytest.mark.parametrize("returns", [None, -1, "12", True])
+def test_a_sink_returning_no_byte_count_fails_the_image_and_never_hangs(returns: object) -> None:
+    sink = ForgetfulSink(returns)
     writer = tensorpng.Writer("unused", sink=sink)  # type: ignore[arg-type]
     writer.save(np.zeros((2, 4, 4), np.uint8), "{index}.png", layout="NHW")
-    with pytest.raises(tensorpng.WriteError, match="ForgetfulSink.write returned None"):
+    with pytest.raises(tensorpng.WriteError, match=f"ForgetfulSink.write returned {returns!r}"):
         writer.close()
     stats = writer.stats
     assert (stats.images_written, stats.images_failed, stats.images_pending) == (0, 2, 0)

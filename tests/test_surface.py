@@ -223,3 +223,15 @@ def test_every_public_name_is_listed() -> None:
     assert sorted(tensorpng.__all__) == sorted(set(tensorpng.__all__))
     for name in tensorpng.__all__:
         assert hasattr(tensorpng, name)
+
+
+def test_a_writer_loop_gets_a_workers_warning_once(tmp_path: Path) -> None:
+    """Deferred warnings replay at different lines (a later save, then close): once a Writer."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("default")
+        writer = tensorpng.Writer(tmp_path)
+        for step in range(20):
+            writer.save(torch.rand(4, 3, 16, 16) * 255, "s{step}_{index}.png", step=step)
+        writer.close()
+    caught = [w for w in record if issubclass(w.category, UserWarning)]
+    assert len(caught) == 1 and caught[0].filename == __file__

@@ -120,9 +120,11 @@ def test_values_that_are_not_text_are_refused_not_written_as_their_repr(
 
 
 def test_numbers_are_written_as_str_writes_them() -> None:
-    data = tensorpng.encode(IMAGE, metadata={"seed": 42, "cfg": 7.5})
+    data = tensorpng.encode(
+        IMAGE, metadata={"seed": 42, "cfg": 7.5, "steps": np.int64(20), "eta": np.float32(0.5)}
+    )
     texts = tensorpng.read_text(data)
-    assert (texts["seed"], texts["cfg"]) == ("42", "7.5")
+    assert (texts["seed"], texts["cfg"], texts["steps"], texts["eta"]) == ("42", "7.5", "20", "0.5")
 
 
 def test_read_text_reads_other_writers_and_refuses_non_pngs(tmp_path: Path) -> None:
