@@ -549,7 +549,8 @@ def test_convert_affine_reports_both_zeros_and_refuses_bad_arguments() -> None:
 def _conversion_inputs() -> Iterator[tuple[str, object, dict[str, object]]]:
     """Float batches (torch and NumPy; CHW, HWC and strided) with NaN, +-inf and both zeros, under
     every option that changes the conversion."""
-    torch = pytest.importorskip("torch")
+    import torch  # a test dependency (requirements-dev.txt); imported here, where it is used
+
     rng = np.random.default_rng(11)
     values = rng.standard_normal((3, 3, 37, 45)).astype(np.float32)
     values[0, 0, 1, 2], values[1, 1, 3, 4], values[2, 2, 5, 6] = np.nan, np.inf, -np.inf
