@@ -15,9 +15,8 @@ import functools
 import zlib
 from collections.abc import Iterable, Mapping
 
-import numpy as np
-
 from ._png_chunks import Chunk, chunk
+from .arrays import plain_number
 from .errors import DecodeError, OptionError
 
 TEXT_COMPRESS_THRESHOLD = 1024  # encoded text values of this many bytes or more are compressed
@@ -177,8 +176,7 @@ def text_value(key: str, value: object) -> str:
     containers are refused rather than written as their repr, which no reader could use."""
     if isinstance(value, str):
         return value
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0 and not isinstance(value, np.bool_):
-        value = value.item()  # NumPy and 0-d torch numbers, as Python's
+    value = plain_number(value)  # NumPy and 0-d torch numbers, as Python's
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     hint = ""

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .arrays import torch_module
+from .arrays import plain_number, torch_module
 from .errors import OptionError
 
 
@@ -30,7 +30,7 @@ class GridOptions(NamedTuple):
 def check_grid_options(nrow: Any, padding: Any, pad_value: Any, value_range: Any) -> GridOptions:
     """Check the grid's options: Python, NumPy or 0-d torch numbers, as torchvision takes them."""
     nrow, padding = _integer("nrow", nrow, 1), _integer("padding", padding, 0)
-    pad = _number(pad_value)
+    pad = plain_number(pad_value)
     if pad is None or not _is_number(pad, infinite=True):
         raise OptionError(
             "pad_value must be a number, not NaN (1.0 is white for float images, 255 for uint8); "
@@ -40,13 +40,13 @@ def check_grid_options(nrow: Any, padding: Any, pad_value: Any, value_range: Any
         return GridOptions(nrow, padding, pad, None)
     if not isinstance(value_range, Sequence) or isinstance(value_range, str) or len(value_range) != 2:
         raise OptionError(f"value_range must be a pair (min, max), got {value_range!r}")
-    low, high = (_number(v) for v in value_range)
+    low, high = (plain_number(v) for v in value_range)
     if not (_is_number(low, infinite=False) and _is_number(high, infinite=False)):
         raise OptionError(f"value_range must hold two finite numbers (min, max), got {value_range!r}")
     assert low is not None and high is not None
     span = high - low
     if any(hasattr(v, "item") for v in value_range):  # torchvision subtracts tensors (x.min(),
-        span = _number(value_range[1] - value_range[0])  # x.max()) in their own dtype
+        span = plain_number(value_range[1] - value_range[0])  # x.max()) in their own dtype
     return GridOptions(nrow, padding, torch_scalar(pad), (torch_scalar(low), torch_scalar(high), span))
 
 
@@ -59,16 +59,6 @@ def _integer(name: str, value: Any, minimum: int) -> int:
     if number is None or number < minimum:
         raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return number
-
-
-def _number(value: Any) -> Any:
-    """A NumPy or 0-d torch number as the Python number it holds; anything else as it is."""
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0 and not isinstance(value, np.bool_):
-        try:
-            return value.item()
-        except (RuntimeError, ValueError):
-            return None
-    return value
 
 
 def _is_number(value: object, *, infinite: bool) -> bool:

@@ -84,6 +84,14 @@ def skipped_message(root: Path, skipped: list[str]) -> str:
     return f"skipped {len(skipped)} {entries} under {root} that are not regular files: {shown}"
 
 
+def check_regular(descriptor: int, label: object, hint: str = "") -> None:
+    """Raise :class:`ReadError` unless the open ``descriptor`` is a regular file: a device
+    (``/dev/zero``) never ends, a pipe may block forever."""
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        raise ReadError(f"cannot read {label}: it is {_kind(mode)}, not a regular file{hint}")
+
+
 def open_regular(path: Path) -> BinaryIO:
     """``path`` open for reading, refused unless it is a regular file (checked on the open
     descriptor, so a pipe swapped in since the walk cannot block the read).
@@ -100,9 +108,7 @@ def open_regular(path: Path) -> BinaryIO:
     except OSError as error:
         raise ReadError(f"cannot read {path}: {error.strerror or error}") from None
     try:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            raise ReadError(f"cannot read {path}: it is {_kind(mode)}, not a regular file")
+        check_regular(descriptor, path)
         return os.fdopen(descriptor, "rb")
     except BaseException:
         os.close(descriptor)

@@ -261,3 +261,14 @@ def current_rank() -> int:
         if distributed is not None and distributed.is_available() and distributed.is_initialized():
             return int(distributed.get_rank())
     return 0
+
+
+def plain_number(value: Any) -> Any:
+    """A NumPy scalar or 0-d array or tensor as the Python number it holds (None when it cannot
+    be read, e.g. a meta tensor); any other value as it is."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0 and not isinstance(value, np.bool_):
+        try:
+            return value.item()
+        except (RuntimeError, ValueError):
+            return None
+    return value

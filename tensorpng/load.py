@@ -14,7 +14,6 @@ checked by :meth:`tensorpng.metadata.MappingRecord.from_json` and against IHDR.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from ._decoders import MAX_IMAGE_PIXELS, check_max_pixels, check_pixels, decode, palette_colors
 from ._png_chunks import Container, inflate_image_data, read_container
 from ._png_text import read_texts
-from ._walk import open_regular
+from ._walk import check_regular, open_regular
 from .colormaps import NotAColormapImage, TablePositions
 from .errors import (
     DecodeError,
@@ -77,9 +76,8 @@ def _read(source: Source) -> tuple[bytes, str]:
             fileno = source.fileno()  # type: ignore[union-attr]
         except (AttributeError, OSError, ValueError):  # io.BytesIO and the like: bounded already
             fileno = None
-        if fileno is not None and not stat.S_ISREG(os.fstat(fileno).st_mode):
-            # a device (/dev/zero) never ends and a pipe may never; read them into bytes first
-            raise ReadError(f"cannot read {label}: it is not a regular file; pass its bytes instead")
+        if fileno is not None:
+            check_regular(fileno, label, "; pass its bytes instead")
         try:
             data = source.read()
         except (OSError, ValueError) as error:  # ValueError: a closed file
