@@ -65,6 +65,18 @@ def parse_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
+def same_png(first: bytes, second: bytes) -> bool:
+    """Whether two PNG files hold the same chunks, the image data compared inflated: ISA-L's
+    bytes for the same scanlines can differ between threads and processes (docs/design.md)."""
+
+    def content(data: bytes) -> list[tuple[bytes, bytes]]:
+        chunks = parse_chunks(data)
+        inflated = zlib.decompress(b"".join(body for tag, body in chunks if tag == b"IDAT"))
+        return [chunk for chunk in chunks if chunk[0] != b"IDAT"] + [(b"IDAT", inflated)]
+
+    return content(first) == content(second)
+
+
 def pngcheck(*paths: Path | str) -> None:
     """Run ``pngcheck -q`` on files; fail the test with its output unless every file passes."""
     assert PNGCHECK is not None, "pngcheck is not installed (apt-get install pngcheck)"
