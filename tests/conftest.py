@@ -65,16 +65,20 @@ def parse_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-def same_png(first: bytes, second: bytes) -> bool:
-    """Whether two PNG files hold the same chunks, the image data compared inflated: ISA-L's
-    bytes for the same scanlines can differ between threads and processes (docs/design.md)."""
-
-    def content(data: bytes) -> list[tuple[bytes, bytes]]:
-        chunks = parse_chunks(data)
-        inflated = zlib.decompress(b"".join(body for tag, body in chunks if tag == b"IDAT"))
-        return [chunk for chunk in chunks if chunk[0] != b"IDAT"] + [(b"IDAT", inflated)]
-
-    return content(first) == content(second)
+def png_content(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG file's chunks in order, its IDAT chunks as one inflated entry where the first one
+    was (the zlib stream must end exactly at their end). Two files with equal content are the
+    same image and metadata even where their deflate differs: ISA-L's bytes for the same
+    scanlines can differ between calls (docs/design.md)."""
+    chunks = parse_chunks(data)
+    tags = [tag for tag, _ in chunks]
+    first = tags.index(b"IDAT")
+    count = tags.count(b"IDAT")
+    assert tags[first : first + count] == [b"IDAT"] * count, "IDAT chunks are not consecutive"
+    inflater = zlib.decompressobj()
+    inflated = inflater.decompress(b"".join(body for tag, body in chunks if tag == b"IDAT"))
+    assert inflater.eof and not inflater.unused_data, "the zlib stream does not end with the IDAT chunks"
+    return [*chunks[:first], (b"IDAT", inflated), *chunks[first + count :]]
 
 
 def pngcheck(*paths: Path | str) -> None:

@@ -4,6 +4,8 @@ converting each image on its own gives: samples, NaN counts, extremes and text c
 from __future__ import annotations
 
 import itertools
+import struct
+import zlib
 from typing import Any
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 import tensorpng
-from conftest import same_png
+from conftest import parse_chunks, png_content
 from tensorpng._chunks import chunk_bounds, chunk_texts, convert_chunk
 from tensorpng._encode import filtered_chunk, filtered_image, texts
 from tensorpng._options import parse_image_options, parse_png_options
@@ -84,7 +86,7 @@ def test_a_chunk_converts_as_each_image_does(name: str) -> None:
             # the same sample bytes, whether held interleaved or (channels-first) as planes
             np.testing.assert_array_equal(interleaved(item), interleaved(alone_item))
             assert (item.native_bpp, item.bit_depth) == (alone_item.native_bpp, alone_item.bit_depth)
-            assert same_png(finish_png(item), finish_png(alone_item))
+            assert png_content(finish_png(item)) == png_content(finish_png(alone_item))
 
 
 def interleaved(item: FilteredPNG) -> np.ndarray:
@@ -110,7 +112,7 @@ def test_save_of_a_batch_equals_the_writer_and_the_pixels(tmp_path: Any) -> None
     with tensorpng.Writer(tmp_path / "b") as writer:
         writer.save(x, "{index}.png")
     for index, path in enumerate(paths):
-        assert same_png(path.read_bytes(), (tmp_path / "b" / f"{index}.png").read_bytes())
+        assert png_content(path.read_bytes()) == png_content((tmp_path / "b" / f"{index}.png").read_bytes())
         from PIL import Image
 
         with Image.open(path) as image:
@@ -140,3 +142,30 @@ def test_the_records_json_is_the_records(name: str) -> None:
             for extremes in (None, (-1.5, 2.0), (None, None), (float("nan"), 3.0)):
                 expected = mapping_record(batch, index, extremes).to_json()
                 assert record_text(batch, index, extremes) == expected, (grid, index, extremes)
+
+
+def test_png_content_tells_files_apart_by_everything_but_their_deflate() -> None:
+    """The oracle of the comparisons above: the same scanlines deflated otherwise compare equal;
+    moved metadata, changed pixels and bytes after the zlib stream do not."""
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    encoded = tensorpng.encode(np.zeros((8, 8), np.uint8), metadata={"seed": 1})
+    chunks = parse_chunks(encoded)
+    ihdr, text = (b"".join(chunk(t, body) for t, body in chunks if t == tag) for tag in (b"IHDR", b"tEXt"))
+    tags = [tag for tag, _ in chunks]
+    assert tags[0] == b"IHDR" and set(tags[1:-2]) == {b"tEXt"} and tags[-2:] == [b"IDAT", b"IEND"]
+    idat = chunks[-2][1]
+    scanlines = zlib.decompress(idat)
+
+    def file(idat: bytes, *, text_after: bool = False) -> bytes:
+        body = ihdr + chunk(b"IDAT", idat) + text if text_after else ihdr + text + chunk(b"IDAT", idat)
+        return encoded[:8] + body + chunk(b"IEND", b"")
+
+    assert file(idat) == encoded
+    assert png_content(file(zlib.compress(scanlines, 9))) == png_content(encoded)
+    assert png_content(file(zlib.compress(scanlines), text_after=True)) != png_content(encoded)
+    assert png_content(file(zlib.compress(scanlines[:-1] + b"\x01"))) != png_content(encoded)
+    with pytest.raises(AssertionError, match="does not end"):
+        png_content(file(zlib.compress(scanlines) + b"junk"))

@@ -29,6 +29,7 @@ import tensorpng._cpu_codec as codec
 from conftest import decode_imagecodecs, decode_pypng, parse_chunks, pngcheck_bytes
 from tensorpng._encode import filtered_image
 from tensorpng._options import parse_image_options, parse_png_options
+from tensorpng._png_deflate import FLAT_RESIDUAL
 from tensorpng.convert import prepare
 from tensorpng.errors import OptionError
 from tensorpng.png import encode_indexed_png, encode_png, filter_png, finish_png
@@ -72,11 +73,18 @@ def check(image: np.ndarray, monkeypatch: pytest.MonkeyPatch, tmp_path: Path | N
     samples = np.ascontiguousarray(image).reshape(image.shape[0], -1)
     bpp = 1 if image.ndim == 2 else image.shape[2]
     simd_stream = native.deflate_image(samples, samples.shape[0], samples.shape[1], bpp)
+    simd_declines = (
+        native.deflate_image(samples, samples.shape[0], samples.shape[1], bpp, FLAT_RESIDUAL) is None
+    )
     native.set_scalar(True)
     try:
         assert native.deflate_image(samples, samples.shape[0], samples.shape[1], bpp) == simd_stream, (
             "scalar and SIMD paths differ"
         )
+        scalar_declines = (
+            native.deflate_image(samples, samples.shape[0], samples.shape[1], bpp, FLAT_RESIDUAL) is None
+        )
+        assert scalar_declines == simd_declines, "scalar and SIMD paths disagree on handing a mask to ISA-L"
         rescalar = encode_png(image)
     finally:
         native.set_scalar(False)
