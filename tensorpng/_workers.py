@@ -12,7 +12,7 @@ from ._admission import Admission
 from ._capture import BufferPool, DeviceJob, Job, capture
 from ._pipeline import yield_to_caller
 from .convert import warn_nans
-from .errors import PendingWarnings, WriteError, defer_warnings
+from .errors import PendingWarnings, WriteError, defer_warnings, replay_warnings
 from .sinks import Sink
 
 
@@ -21,10 +21,10 @@ class Workers:
 
     def __init__(self, sink: Sink, admission: Admission, buffers: BufferPool, count: int) -> None:
         self.sink, self.admission, self.buffers = sink, admission, buffers
-        # Warnings noticed on a worker (NaNs, values out of range) wait in pending_warnings
+        # Warnings noticed on a worker (NaNs, values out of range) wait in _pending_warnings
         # for the caller's next save, flush or close, which issues them at its own line.
-        self.pending_warnings: PendingWarnings = []
-        self.issued_warnings: set[tuple[str, type[Warning]]] = set()
+        self._pending_warnings: PendingWarnings = []
+        self._issued_warnings: set[tuple[str, type[Warning]]] = set()
         self.pool = ThreadPoolExecutor(
             count, thread_name_prefix="tensorpng-writer", initializer=self._start_thread
         )
@@ -32,7 +32,11 @@ class Workers:
 
     def _start_thread(self) -> None:
         yield_to_caller()
-        defer_warnings(self.pending_warnings)
+        defer_warnings(self._pending_warnings)
+
+    def replay_warnings(self) -> None:
+        """Issue the warnings the workers deferred, at the caller's line (each text once)."""
+        replay_warnings(self._pending_warnings, self._issued_warnings)
 
     def shutdown(self) -> None:
         """Wait for the queued tasks, then stop the threads."""

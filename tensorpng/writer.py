@@ -43,7 +43,7 @@ from ._options import (
 from ._pipeline import default_workers
 from ._workers import Workers
 from .arrays import current_rank
-from .errors import ForkedWriterError, OptionError, TensorPNGError, names_memory_errors, replay_warnings
+from .errors import ForkedWriterError, OptionError, TensorPNGError, names_memory_errors
 from .palettes import PaletteSpec
 from .sinks import Sink, open_sink
 
@@ -291,7 +291,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         """A call's rank and options (the Writer's defaults, overridden), parsed; None on a
         rank that ``rank_zero_only`` skips."""
         self._check_process()
-        replay_warnings(self._workers.pending_warnings, self._workers.issued_warnings)
+        self._workers.replay_warnings()
         options = {**self._defaults, **{k: given[k] for k in OPTIONS if given[k] is not DEFAULT}}
         if self._admission.closing:
             raise TensorPNGError("this Writer is closed")
@@ -304,7 +304,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
         """Wait until everything queued is written; raise the first worker error, if any."""
         self._check_process()
         self._admission.wait_idle()
-        replay_warnings(self._workers.pending_warnings, self._workers.issued_warnings)
+        self._workers.replay_warnings()
         self._admission.raise_errors()
 
     def close(self) -> None:
@@ -325,7 +325,7 @@ class Writer(contextlib.AbstractContextManager["Writer"]):
             self._animations.finish_all()  # every frame is in its file now
             self._buffers.clear()
             atexit.unregister(self._close_at_exit)
-        replay_warnings(self._workers.pending_warnings, self._workers.issued_warnings)
+        self._workers.replay_warnings()
         self._admission.raise_errors()
 
     def __exit__(
